@@ -1,0 +1,697 @@
+"""AsyncWanClient: the verbs (create, fetch, wait, call, cancel, list, download)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import attrs
+import httpx
+
+from . import _config
+from ._events import EventHub, TaskEvent
+from ._exceptions import (
+    ConfigurationError,
+    SubmitOutcomeUnknownError,
+    TaskCanceledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TransportError,
+    WaitTimeoutError,
+)
+from ._http import ApiSession, RetryPolicy
+from ._limits import Governor, GovernorStatistics, Limits
+from ._models import Reference, Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
+from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
+from ._wire import (
+    UploadPolicy,
+    fingerprint,
+    format_list_time,
+    parse_created,
+    parse_list,
+    parse_policy,
+    parse_result,
+    request_body,
+)
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+    from ._files import Downloader, Uploader
+
+__all__ = ["AsyncWanClient", "ClientStatistics"]
+
+logger = logging.getLogger("wanr2v")
+
+TaskLike = Task | TaskResult | TaskSummary | str
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """What a client has sent and seen (for progress displays and benchmarks)."""
+
+    requests: Mapping[str, int]
+    statuses: Mapping[int, int]
+    rate_limited: int
+    created: int
+    reconciled: int
+    governor: GovernorStatistics
+    scheduler: SchedulerStatistics
+
+
+class AsyncWanClient:
+    """An async client for Wan 2.6 reference-to-video (``wan2.6-r2v``, ``wan2.6-r2v-flash``).
+
+    Example::
+
+        async with AsyncWanClient(region="singapore") as client:
+            result = await client.call(
+                model="wan2.6-r2v-flash",
+                prompt="character1 waves at character2 in front of character3",
+                reference_urls=["https://…/me.mp4", "https://…/dog.png", "https://…/beach.jpg"],
+                duration=5,
+            )
+            await client.download(result, "videos/")
+
+    Args:
+        api_key: the key; default ``DASHSCOPE_API_KEY``.
+        region: ``"beijing"`` (default), ``"singapore"`` or ``"virginia"``.
+        base_url: any base URL (wins over ``region``); default ``DASHSCOPE_HTTP_BASE_URL``.
+        workspace: sent as ``X-DashScope-WorkSpace``.
+        timeout: seconds for one HTTP request.
+        max_retries: retries of one safe request.
+        http_client: your own ``httpx.AsyncClient`` (never closed by this client). Auth
+            is added per request, so its default headers should carry no key.
+        limits: the account's :class:`Limits` (rates, tasks in flight, connections).
+        governor: a :class:`Governor` shared with other clients of the same account.
+        poll_policy: how :meth:`wait` spaces its queries.
+        reconcile: when a create's answer is lost, look the task up before anything else
+            (default ``True``); see :meth:`async_call`.
+        reconcile_grace: seconds to let a lost create land before the lookup.
+        allow_insecure: allow plain ``http://`` to a host that is not loopback (the key
+            would cross the network in clear).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        region: str | None = None,
+        base_url: str | None = None,
+        workspace: str | None = None,
+        timeout: float = _config.DEFAULT_TIMEOUT,
+        max_retries: int = _config.DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+        limits: Limits | None = None,
+        governor: Governor | None = None,
+        poll_policy: PollPolicy | None = None,
+        reconcile: bool = True,
+        reconcile_grace: float = 2.0,
+        allow_insecure: bool = False,
+    ) -> None:
+        key = _config.resolve_api_key(api_key)
+        self.region, self.base_url = _config.resolve_base_url(region, base_url)
+        _check_scheme(self.base_url, allow_insecure)
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}.")
+        self.limits = governor.limits if governor is not None else (limits or Limits())
+        self.governor = governor or Governor(self.limits)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=self.limits.max_connections,
+                max_keepalive_connections=self.limits.max_connections,
+            ),
+        )
+        self._retry = RetryPolicy(max_retries=max_retries)
+        self.workspace = workspace
+        self._keys: dict[str, str] = {}
+        self._sessions: dict[str, ApiSession] = {}
+        self._session = self._add_session(self.base_url, key)
+        self._allow_insecure = allow_insecure
+        self.events = EventHub()
+        self.scheduler = PollScheduler(
+            self._poll,
+            poll_policy,
+            running_slots=self.limits.running_slots,
+            on_status=self._on_status,
+        )
+        self.reconcile_enabled = reconcile
+        self.reconcile_grace = reconcile_grace
+        self._claimed: set[str] = set()
+        self._reconcile_lock = anyio.Lock()
+        self._created = 0
+        self._reconciled = 0
+        self._policies: dict[str, UploadPolicy] = {}
+        self._uploader: Uploader | None = None
+        self._downloader: Downloader | None = None
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this client made (never one you passed in)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_http:
+            await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncWanClient(region={self.region!r}, base_url={self.base_url!r}, "
+            f"api_key={_config.mask_key(self._keys[self.base_url])!r})"
+        )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The underlying ``httpx.AsyncClient`` (carries no key in its defaults)."""
+        return self._http
+
+    def _add_session(self, base_url: str, key: str) -> ApiSession:
+        self._keys[base_url] = key
+        session = ApiSession(
+            http=self._http,
+            api_key=key,
+            base_url=base_url,
+            governor=self.governor,
+            retry=self._retry,
+            workspace=self.workspace,
+        )
+        self._sessions[base_url] = session
+        return session
+
+    def _session_for(self, base_url: str | None) -> ApiSession:
+        if not base_url or base_url.rstrip("/") == self.base_url:
+            return self._session
+        base_url = base_url.rstrip("/")
+        session = self._sessions.get(base_url)
+        if session is None:
+            raise ConfigurationError(
+                f"This task lives at {base_url}, but the client has no key for it; "
+                "create a client for that region (a task id lives only where it was made)."
+            )
+        return session
+
+    # --- create -------------------------------------------------------------------------
+
+    def _build_request(
+        self, request: VideoRequest | None, fields: Mapping[str, Any]
+    ) -> VideoRequest:
+        if request is not None:
+            if fields:
+                raise TypeError(
+                    "Pass either a VideoRequest or keyword fields, not both "
+                    f"(got extra {', '.join(sorted(fields))})."
+                )
+            if not isinstance(request, VideoRequest):
+                raise TypeError(f"request must be a VideoRequest, got {type(request).__name__}.")
+            return request
+        try:
+            return VideoRequest(**fields)
+        except TypeError as exc:
+            raise TypeError(f"async_call: {exc}") from None
+
+    async def prepare(self, request: VideoRequest) -> tuple[dict[str, Any], dict[str, str]]:
+        """The wire body and extra headers for ``request`` (local files uploaded first)."""
+        headers: dict[str, str] = {}
+        refs: list[str] | None = None
+        if request.local_references:
+            refs, uses_oss = await self._get_uploader().resolve(request)
+        else:
+            refs = [os.fspath(r) for r in request.reference_urls]
+            uses_oss = any(r.startswith("oss://") for r in refs)
+        if uses_oss:
+            headers["X-DashScope-OssResourceResolve"] = "enable"
+        return request_body(request, refs), headers
+
+    async def async_call(
+        self,
+        request: VideoRequest | None = None,
+        /,
+        *,
+        submission_id: str | None = None,
+        claimed: Callable[[], Any] | None = None,
+        **fields: Any,
+    ) -> Task:
+        """Create a task; return its handle (id, status, request id, where it lives).
+
+        Takes a :class:`VideoRequest` or its fields as keywords (``model``, ``prompt``,
+        ``reference_urls``, ``negative_prompt``, ``size``, ``duration``, ``shot_type``,
+        ``audio``, ``watermark``, ``seed``, ``extra_input``, ``extra_parameters``).
+
+        The create is re-sent only when the service provably made nothing: no
+        connection, or a 429 / 503 answer. When the answer is lost after the request
+        may have arrived, the client lists the account's tasks of that model, matches
+        the unclaimed ones by prompt, and adopts a match; when the service provably has
+        no such task it sends once more; otherwise it raises
+        :class:`SubmitOutcomeUnknownError` — never a blind duplicate.
+
+        Raises:
+            InvalidRequestError: a field is out of its limits (nothing was sent).
+            SubmitOutcomeUnknownError: a task may or may not exist.
+            APIError: the service refused the create.
+        """
+        req = self._build_request(request, fields)
+        body, headers = await self.prepare(req)
+        return await self.submit_body(
+            body, headers=headers, submission_id=submission_id, claimed=claimed
+        )
+
+    async def submit_body(
+        self,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        submission_id: str | None = None,
+        claimed: Callable[[], Any] | None = None,
+        on_sent: Callable[[float], Any] | None = None,
+        base_url: str | None = None,
+    ) -> Task:
+        """Send a prepared create body with the safe-create rule (see :meth:`async_call`).
+
+        Args:
+            claimed: returns task ids already owned by other submissions (the journal's),
+                excluded when reconciling.
+            on_sent: awaited with the UNIX time just before each send (journals record it).
+        """
+        session = self._session_for(base_url)
+        fp = fingerprint(body)
+        sid = submission_id or uuid.uuid4().hex
+        model = str(body.get("model"))
+        for _round in range(2):
+            sent_at = time.time()
+            if on_sent is not None:
+                maybe = on_sent(sent_at)
+                if hasattr(maybe, "__await__"):
+                    await maybe
+            try:
+                _, data = await session.request(
+                    "create",
+                    "POST",
+                    _config.PATH_CREATE,
+                    json=dict(body),
+                    headers=headers,
+                    priority=anyio.current_time(),
+                )
+            except TransportError as exc:
+                if not getattr(exc, "maybe_sent", True):
+                    raise
+                unknown = SubmitOutcomeUnknownError(
+                    f"The create for submission {sid} was sent but its answer was lost "
+                    f"({exc}); a task may exist. It was not re-sent.",
+                    fingerprint=fp,
+                    submission_id=sid,
+                    sent_at=sent_at,
+                    cause=exc,
+                )
+                if not self.reconcile_enabled:
+                    raise unknown from exc
+                found = await self.reconcile(
+                    body, sent_at=sent_at, error=unknown, claimed=claimed, base_url=session.base_url
+                )
+                if found is not None:
+                    return found
+                logger.info("submission %s: the service has no such task; sending again", sid)
+                continue
+            task = parse_created(
+                data,
+                base_url=session.base_url,
+                region=self._region_of(session.base_url),
+                model=model,
+                submitted_at=sent_at,
+                fp=fp,
+            )
+            self._adopt(task)
+            return task
+        raise SubmitOutcomeUnknownError(
+            f"Submission {sid}: the create's answer was lost twice; not sending a third time.",
+            fingerprint=fp,
+            submission_id=sid,
+        )
+
+    def _region_of(self, base_url: str) -> str:
+        if base_url == self.base_url:
+            return self.region
+        for name, url in _config.REGION_BASE_URLS.items():
+            if url == base_url:
+                return name
+        return "custom"
+
+    def _adopt(self, task: Task) -> None:
+        self._claimed.add(task.task_id)
+        self._created += 1
+        self.scheduler.register_submission(task.task_id, task.base_url)
+        self.events.emit("created", task.task_id)
+
+    async def reconcile(
+        self,
+        body: Mapping[str, Any],
+        *,
+        sent_at: float,
+        error: SubmitOutcomeUnknownError,
+        claimed: Callable[[], Any] | None = None,
+        base_url: str | None = None,
+    ) -> Task | None:
+        """Find the task a lost create made; ``None`` when provably none exists.
+
+        Lists the account's tasks of the model (the last 24 h), skips those already
+        claimed by this client or ``claimed()``, fetches the rest and matches the prompt
+        (cut at 1500 characters as the service does).
+
+        Raises:
+            SubmitOutcomeUnknownError: with ``candidates`` when no single task matches
+                and the absence cannot be proven.
+        """
+        from ._reconcile import find_lost_task
+
+        async with self._reconcile_lock:
+            await anyio.sleep(self.reconcile_grace)
+            extra = set(await _maybe_await(claimed())) if claimed is not None else set()
+            task = await find_lost_task(
+                self,
+                body,
+                sent_at=sent_at,
+                error=error,
+                claimed=self._claimed | extra,
+                base_url=base_url,
+            )
+            if task is not None:
+                self._reconciled += 1
+                self._adopt(task)
+            return task
+
+    # --- query --------------------------------------------------------------------------
+
+    def _ref(self, task: TaskLike) -> tuple[str, str | None]:
+        if isinstance(task, str):
+            if not task.strip():
+                raise ValueError("task id is empty.")
+            return task.strip(), None
+        if isinstance(task, (Task, TaskResult)):
+            return task.task_id, task.base_url
+        if isinstance(task, TaskSummary):
+            return task.task_id, None
+        raise TypeError(f"expected a task id, Task or TaskResult, got {type(task).__name__}.")
+
+    async def fetch(self, task: TaskLike) -> TaskResult:
+        """Query a task once (``GET /tasks/{id}``), where it lives.
+
+        A task id alone is assumed to live at this client's ``base_url``.
+        """
+        task_id, base = self._ref(task)
+        result = await self._fetch(task_id, base, priority=-math.inf)
+        self.scheduler.observe(result)
+        return result
+
+    async def _fetch(
+        self, task_id: str, base_url: str | None, *, priority: float, max_retries: int | None = None
+    ) -> TaskResult:
+        session = self._session_for(base_url)
+        _, data = await session.request(
+            "query",
+            "GET",
+            f"{_config.PATH_TASKS}/{task_id}",
+            priority=priority,
+            task_id=task_id,
+            max_retries=max_retries,
+        )
+        return parse_result(data, task_id=task_id, base_url=session.base_url)
+
+    async def _poll(self, watch: Watch, priority: float) -> TaskResult:
+        return await self._fetch(watch.task_id, watch.base_url, priority=priority, max_retries=0)
+
+    def _on_status(self, result: TaskResult, previous: TaskStatus | None) -> None:
+        self.events.emit(event_name(result.status), result.task_id, result)  # type: ignore[arg-type]
+
+    async def wait(
+        self, task: TaskLike, *, timeout: float | None = None, raise_on_failure: bool = True
+    ) -> TaskResult:
+        """Poll until the task is final (through the shared scheduler); return on SUCCEEDED.
+
+        Deadlines belong to the caller: ``with anyio.fail_after(600): await
+        client.wait(t)``. ``timeout=`` is a convenience that raises
+        :class:`WaitTimeoutError` (the task goes on, on the server).
+
+        Raises:
+            TaskFailedError: FAILED (``code`` and ``message`` say why).
+            TaskCanceledError: CANCELED.
+            TaskNotFoundError: UNKNOWN (never existed here, or expired after 24 h).
+        """
+        task_id, base = self._ref(task)
+        if base is None and isinstance(task, str):
+            base = self.base_url
+        if timeout is None:
+            result = await self.scheduler.wait(task_id, base)
+        else:
+            with anyio.move_on_after(timeout) as scope:
+                result = await self.scheduler.wait(task_id, base)
+            if scope.cancelled_caught:
+                raise WaitTimeoutError(
+                    f"Task {task_id} was not final after {timeout}s; it goes on on the server.",
+                    task_id=task_id,
+                )
+        if raise_on_failure:
+            raise_for_status(result)
+        return result
+
+    async def call(
+        self,
+        request: VideoRequest | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> TaskResult:
+        """Create a task and wait for it, holding one of the governor's task slots."""
+        async with self.governor.task_slot():
+            task = await self.async_call(request, **fields)
+            return await self.wait(task, timeout=timeout)
+
+    async def cancel(self, task: TaskLike) -> None:
+        """Cancel a task; the service allows it only while PENDING.
+
+        Raises:
+            UnsupportedOperationError: the task is no longer PENDING.
+        """
+        task_id, base = self._ref(task)
+        session = self._session_for(base)
+        await session.request(
+            "cancel", "POST", f"{_config.PATH_TASKS}/{task_id}/cancel", task_id=task_id
+        )
+
+    async def list_tasks(
+        self,
+        *,
+        task_id: str | None = None,
+        model: str | None = None,
+        status: str | TaskStatus | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 100,
+        max_items: int | None = None,
+        base_url: str | None = None,
+    ) -> AsyncIterator[TaskSummary]:
+        """Iterate over every page of the task list (default: the last 24 h).
+
+        Args:
+            start_time, end_time: a window of at most 24 h (naive values mean UTC).
+            model: ``model_name`` filter; ``status``: a status filter.
+        """
+        if start_time is not None and end_time is not None:
+            if end_time < start_time:
+                raise ValueError("list_tasks: end_time is before start_time.")
+            if (end_time - start_time).total_seconds() > 24 * 3600:
+                raise ValueError("list_tasks: the window may be at most 24 hours.")
+        if not 1 <= page_size <= 100:
+            raise ValueError(f"list_tasks: page_size must be 1 to 100, got {page_size}.")
+        params: dict[str, Any] = {"page_size": page_size}
+        if task_id:
+            params["task_id"] = task_id
+        if model:
+            params["model_name"] = model
+        if status:
+            params["status"] = status.value if isinstance(status, TaskStatus) else status
+        if start_time is not None:
+            params["start_time"] = format_list_time(start_time)
+        if end_time is not None:
+            params["end_time"] = format_list_time(end_time)
+        return self._list_pages(params, max_items, base_url)
+
+    async def _list_pages(
+        self, params: dict[str, Any], max_items: int | None, base_url: str | None
+    ) -> AsyncIterator[TaskSummary]:
+        session = self._session_for(base_url)
+        page_no, seen = 1, 0
+        while True:
+            _, data = await session.request(
+                "list", "GET", _config.PATH_TASKS, params={**params, "page_no": page_no}
+            )
+            page = parse_list(data)
+            for item in page.items:
+                yield item
+                seen += 1
+                if max_items is not None and seen >= max_items:
+                    return
+            total_page = page.total_page
+            if not page.items or (total_page is not None and page_no >= total_page):
+                return
+            if total_page is None and len(page.items) < params["page_size"]:
+                return
+            page_no += 1
+
+    # --- files --------------------------------------------------------------------------
+
+    async def get_upload_policy(self, model: str) -> UploadPolicy:
+        """A temporary-upload policy for ``model`` (``GET /uploads?action=getPolicy``)."""
+        _, data = await self._session.request(
+            "policy", "GET", _config.PATH_UPLOADS, params={"action": "getPolicy", "model": model}
+        )
+        return parse_policy(data, obtained_at=anyio.current_time())
+
+    def _get_uploader(self) -> Uploader:
+        if self._uploader is None:
+            from ._files import Uploader
+
+            self._uploader = Uploader(http=self._http, get_policy=self.get_upload_policy)
+        return self._uploader
+
+    def _get_downloader(self) -> Downloader:
+        if self._downloader is None:
+            from ._files import Downloader
+
+            self._downloader = Downloader(http=self._http)
+        return self._downloader
+
+    async def download(self, task: TaskLike, dest: str | os.PathLike[str] = ".") -> Path:
+        """Stream a succeeded task's video to ``dest`` (a file, or a folder: ``{task_id}.mp4``).
+
+        A temporary file, then an atomic rename; a dropped connection resumes with
+        ``Range``; an expired URL is refreshed by fetching the task again.
+
+        Raises:
+            ResultExpiredError: the URL expired and the task id is gone too.
+            DownloadError: the video could not be saved.
+        """
+        if isinstance(task, TaskResult) and task.video_url:
+            result = task
+        else:
+            result = await self.fetch(task)
+            raise_for_status(result)
+
+        async def refresh(old: TaskResult) -> TaskResult:
+            fresh = await self._fetch(old.task_id, old.base_url, priority=-math.inf)
+            return fresh
+
+        path: Path = await self._get_downloader().download(result, Path(dest), refresh=refresh)
+        return path
+
+    # --- observation --------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[TaskEvent], object]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every lifecycle event; returns an unsubscribe function."""
+        return self.events.subscribe(callback)
+
+    def event_stream(
+        self, buffer: float = math.inf
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[TaskEvent]]:
+        """``async with client.event_stream() as events: async for ev in events: ...``"""
+        return self.events.stream(buffer)
+
+    def statistics(self) -> ClientStatistics:
+        """Requests sent by kind, answers by status, 429s, creates, reconciliations."""
+        req: dict[str, int] = {}
+        statuses: dict[int, int] = {}
+        limited = 0
+        for s in self._sessions.values():
+            for k, v in s.requests_sent.items():
+                req[k] = req.get(k, 0) + v
+            for k2, v2 in s.status_counts.items():
+                statuses[k2] = statuses.get(k2, 0) + v2
+            limited += s.rate_limited
+        return ClientStatistics(
+            requests=req,
+            statuses=statuses,
+            rate_limited=limited,
+            created=self._created,
+            reconciled=self._reconciled,
+            governor=self.governor.statistics(),
+            scheduler=self.scheduler.statistics(),
+        )
+
+
+def raise_for_status(result: TaskResult) -> TaskResult:
+    """Return a SUCCEEDED (or unfinished) result; raise the typed error of a bad end."""
+    common: dict[str, Any] = {"task_id": result.task_id, "request_id": result.request_id, "result": result}
+    if result.status is TaskStatus.FAILED:
+        raise TaskFailedError(
+            f"Task {result.task_id} FAILED: {result.code or 'no code'}: "
+            f"{result.message or 'no message'}",
+            status="FAILED",
+            code=result.code,
+            **common,
+        )
+    if result.status is TaskStatus.CANCELED:
+        raise TaskCanceledError(f"Task {result.task_id} was CANCELED.", status="CANCELED", **common)
+    if result.status is TaskStatus.UNKNOWN:
+        raise TaskNotFoundError(
+            f"Task {result.task_id} is UNKNOWN to the service: it never existed in this "
+            "region, or it expired (task ids live 24 h).",
+            status="UNKNOWN",
+            **common,
+        )
+    return result
+
+
+def _check_scheme(url: str, allow_insecure: bool) -> None:
+    parsed = httpx.URL(url)
+    if parsed.scheme == "http" and not allow_insecure and not _is_loopback(parsed.host):
+        raise ConfigurationError(
+            f"Refusing plain http:// to {parsed.host}: the API key would cross the network "
+            "in clear. Use https://, or pass allow_insecure=True if you mean it."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "testserver") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def _maybe_await(value: Any) -> Any:
+    if hasattr(value, "__await__"):
+        return await value
+    return value
+
+
+def as_sequence(refs: Sequence[Reference]) -> list[str]:
+    return [os.fspath(r) for r in refs]

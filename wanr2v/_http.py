@@ -1,0 +1,273 @@
+"""One request path to the DashScope API: auth, pacing, retries and error mapping.
+
+httpx exceptions are translated here and nowhere else. The retry rule is about
+money: a query, list or cancel may be sent again; a create only when the service
+provably made nothing (no connection, or a 429 / 503 answer). A create whose
+answer was lost raises with ``maybe_sent=True`` and the caller reconciles.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import anyio
+import attrs
+import httpx
+
+from ._config import mask_key
+from ._exceptions import (
+    APIError,
+    ConnectError,
+    RateLimitError,
+    TimeoutError,
+    TransportError,
+    error_for,
+)
+from ._limits import Governor, Kind
+from ._version import __version__
+from ._wire import parse_error_body
+
+__all__ = ["ApiSession", "RetryPolicy", "USER_AGENT"]
+
+logger = logging.getLogger("wanr2v")
+
+USER_AGENT: Final = f"wanr2v/{__version__} (+httpx/{httpx.__version__})"
+
+RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+CREATE_RETRYABLE_STATUS: Final = frozenset({429, 503})
+"""A 429 or 503 on create means the service refused it: nothing was made, nothing billed."""
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring ``Retry-After``.
+
+    Args:
+        max_retries: retries after the first attempt (so ``max_retries + 1`` sends).
+        initial: the first backoff's upper bound, seconds.
+        maximum: cap of one backoff, seconds.
+        max_retry_after: cap on a server's ``Retry-After``.
+    """
+
+    max_retries: int = 4
+    initial: float = 0.5
+    maximum: float = 20.0
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        bound = min(self.maximum, self.initial * (2**attempt))
+        return random.uniform(bound / 2, bound)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
+    """An httpx exception as a wanr2v one; ``maybe_sent`` says if the request may have
+    reached the service (then a create may have made a task)."""
+    cls: type[TransportError]
+    maybe_sent = True
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        cls = ConnectError
+        maybe_sent = False
+    elif isinstance(exc, httpx.TimeoutException):
+        cls = TimeoutError
+    else:
+        cls = TransportError
+    err = cls(f"{type(exc).__name__} on {method} {url}: {exc}".rstrip(": "))
+    err.method = method
+    err.url = url
+    err.maybe_sent = maybe_sent  # type: ignore[attr-defined]
+    return err
+
+
+class ApiSession:
+    """Sends API requests for one key and base URL, through a governor.
+
+    Args:
+        http: the shared httpx client (its default headers carry no key: auth is added
+            per request, so the upload and video hosts never see it).
+        api_key: the key (kept private; masked in reprs).
+        base_url: ``https://…/api/v1``.
+        governor: paces every call.
+        retry: the retry policy.
+        workspace: sent as ``X-DashScope-WorkSpace``.
+        on_response: called with ``(kind, status_code)`` after each answer (statistics).
+    """
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        api_key: str,
+        base_url: str,
+        governor: Governor,
+        retry: RetryPolicy,
+        workspace: str | None = None,
+    ) -> None:
+        self.http = http
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.governor = governor
+        self.retry = retry
+        self.workspace = workspace
+        self.requests_sent: dict[str, int] = {}
+        self.status_counts: dict[int, int] = {}
+        self.rate_limited = 0
+
+    def __repr__(self) -> str:
+        return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
+
+    def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self._api_key}", "User-Agent": USER_AGENT}
+        if kind == "create":
+            h["Content-Type"] = "application/json"
+            h["X-DashScope-Async"] = "enable"
+        if self.workspace:
+            h["X-DashScope-WorkSpace"] = self.workspace
+        if extra:
+            h.update(extra)
+        return h
+
+    async def request(
+        self,
+        kind: Kind,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: float = 0.0,
+        task_id: str | None = None,
+        max_retries: int | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        """Send one API call with the retry rule of its ``kind``; return the answer and JSON.
+
+        Raises:
+            APIError: (a subclass) for an error answer, after the allowed retries.
+            TransportError: when the exchange broke; ``maybe_sent`` tells if it may have
+                reached the service.
+        """
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        tries = self.retry.max_retries if max_retries is None else max_retries
+        hdrs = self.headers(kind, headers)
+        attempt = 0
+        while True:
+            await self.governor.acquire(kind, priority=priority)
+            started = anyio.current_time()
+            try:
+                async with self.governor.http_slot():
+                    self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
+                    resp = await self.http.request(
+                        method, url, json=json, params=params, headers=hdrs
+                    )
+            except httpx.HTTPError as exc:
+                err = translate(exc, method=method, url=url)
+                retryable = not (kind == "create" and err.maybe_sent)  # type: ignore[attr-defined]
+                if retryable and attempt < tries:
+                    delay = self.retry.backoff(attempt, None)
+                    logger.info(
+                        "%s %s: %s; retry %d/%d in %.2fs",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        attempt + 1,
+                        tries,
+                        delay,
+                    )
+                    attempt += 1
+                    await anyio.sleep(delay)
+                    continue
+                if retryable:
+                    logger.warning(
+                        "%s %s: giving up after %d attempts: %s",
+                        method,
+                        path,
+                        attempt + 1,
+                        type(exc).__name__,
+                    )
+                raise err from exc
+            elapsed = anyio.current_time() - started
+            status = resp.status_code
+            self.status_counts[status] = self.status_counts.get(status, 0) + 1
+            rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
+            if status == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    rid = data.get("request_id", rid)
+                logger.debug(
+                    "%s %s -> %d request_id=%s %.0fms", method, path, status, rid, elapsed * 1000
+                )
+                return resp, data
+            code, message, body_rid = parse_error_body(resp.content)
+            rid = body_rid or rid
+            retry_after = parse_retry_after(resp.headers.get("retry-after"))
+            logger.debug(
+                "%s %s -> %d %s request_id=%s %.0fms",
+                method,
+                path,
+                status,
+                code,
+                rid,
+                elapsed * 1000,
+            )
+            if status == 429:
+                self.rate_limited += 1
+                self.governor.throttled(kind, retry_after)
+            allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
+            error: APIError = error_for(
+                status, code, message, request_id=rid, task_id=task_id, retry_after=retry_after
+            )
+            if status in allowed and attempt < tries:
+                # A 429's pause is taken by the governor (shared by every caller);
+                # the backoff here only spreads the retries.
+                delay = 0.0 if status == 429 else self.retry.backoff(attempt, retry_after)
+                logger.info(
+                    "%s %s -> %d %s; retry %d/%d in %.2fs",
+                    method,
+                    path,
+                    status,
+                    code,
+                    attempt + 1,
+                    tries,
+                    delay,
+                )
+                attempt += 1
+                if delay:
+                    await anyio.sleep(delay)
+                continue
+            if status in allowed:
+                logger.warning(
+                    "%s %s -> %d %s: giving up after %d attempts",
+                    method,
+                    path,
+                    status,
+                    code,
+                    attempt + 1,
+                )
+            if isinstance(error, RateLimitError):
+                error.retry_after = retry_after
+            raise error

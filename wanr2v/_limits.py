@@ -1,0 +1,350 @@
+"""The account governor: one place that paces everything a client sends.
+
+The service counts per account, region and model: 5 creates/s, 20 queries/s, 20
+lists/s, 20 cancels/s, 100 upload policies/s, 5 tasks processed at once. The
+:class:`Governor` keeps a client (or several clients of one account in a process,
+sharing one governor) under those limits, so that a batch fired at once meets no
+429 storm:
+
+- a token bucket per kind of call, granting tokens in priority order (a poll that
+  is overdue goes before one that is merely due);
+- additive-increase / multiplicative-decrease: a 429 that comes anyway halves that
+  kind's rate (and pauses it for ``Retry-After``), which then recovers linearly;
+- a cap on HTTP requests in flight, at or below the connection pool's size, so that
+  thousands of waiting requests never queue inside httpcore's pool (its bookkeeping
+  grows with waiters × connections: ``shared/field-notes.md``);
+- a cap on tasks in flight (created, not yet final), for ``call`` and the batch API.
+
+Everything here uses anyio, so it runs under asyncio and trio alike.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final, Literal
+
+import anyio
+import attrs
+
+__all__ = ["Governor", "GovernorStatistics", "Limits", "RateStatistics"]
+
+logger = logging.getLogger("wanr2v")
+
+Kind = Literal["create", "query", "list", "cancel", "policy"]
+KINDS: Final[tuple[Kind, ...]] = ("create", "query", "list", "cancel", "policy")
+
+SAFETY: Final = 0.92
+"""Fraction of each documented rate the governor uses: arrival jitter on the network
+can bunch requests that left evenly spaced, and a 429 costs more than 8 % of a rate."""
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """The account's limits as this client should respect them.
+
+    Rates are per second of real time; ``None`` turns a limit off.
+
+    Args:
+        creates_per_second: task creation (service: 5/s).
+        queries_per_second: task queries (service: 20/s); list and cancel have their own
+            budgets of the same size, as the service counts them apart.
+        query_share: the share of the query, list and cancel budgets this client may use
+            (e.g. 0.5 when two processes share the account).
+        policy_per_second: upload policies (service: 100/s).
+        max_in_flight: tasks created and not yet final, for ``call`` and the batch API.
+            The service runs 5 at once and queues the rest as PENDING, so a deeper queue
+            keeps its slots busy; set 5 when the account answers 429 instead of queueing.
+        running_slots: tasks the service processes at once (service: 5); the poll
+            scheduler uses it to predict when a queued task starts.
+        max_connections: HTTP requests in flight at once (and the pool's size).
+        time_scale: divide every period by this (for an emulator running faster than
+            real time): ``Limits().scaled(100)``.
+    """
+
+    creates_per_second: float | None = 5.0
+    queries_per_second: float | None = 20.0
+    query_share: float = 1.0
+    policy_per_second: float | None = 100.0
+    max_in_flight: int | None = 50
+    running_slots: int = 5
+    max_connections: int = 20
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("creates_per_second", "queries_per_second", "policy_per_second"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"Limits.{name} must be > 0 or None, got {value!r}.")
+        if not 0 < self.query_share <= 1:
+            raise ValueError(f"Limits.query_share must be in (0, 1], got {self.query_share!r}.")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError(
+                f"Limits.max_in_flight must be >= 1 or None, got {self.max_in_flight}."
+            )
+        if self.max_connections < 1:
+            raise ValueError(f"Limits.max_connections must be >= 1, got {self.max_connections}.")
+        if self.running_slots < 1:
+            raise ValueError(f"Limits.running_slots must be >= 1, got {self.running_slots}.")
+
+    def scaled(self, factor: float) -> Limits:
+        """These limits for a world running ``factor`` times faster (an emulator)."""
+
+        def s(v: float | None) -> float | None:
+            return None if v is None else v * factor
+
+        return attrs.evolve(
+            self,
+            creates_per_second=s(self.creates_per_second),
+            queries_per_second=s(self.queries_per_second),
+            policy_per_second=s(self.policy_per_second),
+        )
+
+    @classmethod
+    def unlimited(cls, *, max_connections: int = 100) -> Limits:
+        """No rate limits (quotas off), HTTP concurrency still bounded."""
+        return cls(
+            creates_per_second=None,
+            queries_per_second=None,
+            policy_per_second=None,
+            max_in_flight=None,
+            max_connections=max_connections,
+        )
+
+    def rate_for(self, kind: Kind) -> float | None:
+        if kind == "create":
+            return self.creates_per_second
+        if kind == "policy":
+            return self.policy_per_second
+        q = self.queries_per_second
+        return None if q is None else q * self.query_share
+
+
+@attrs.frozen(kw_only=True)
+class RateStatistics:
+    """One kind's bucket: its configured and current rate and what went through it."""
+
+    configured_rate: float | None
+    current_rate: float | None
+    granted: int
+    waiting: int
+    throttled: int
+    paused_for: float
+
+
+@attrs.frozen(kw_only=True)
+class GovernorStatistics:
+    """A snapshot of a :class:`Governor`."""
+
+    rates: dict[str, RateStatistics]
+    http_in_flight: int
+    http_waiting: int
+    max_connections: int
+    tasks_in_flight: int
+    tasks_waiting: int
+    max_in_flight: int | None
+    throttled_total: int
+
+
+class _Bucket:
+    """A token bucket granting in priority order, with AIMD on 429."""
+
+    RECOVERY_SECONDS: Final = 10.0
+    """A halved rate climbs back to its configured value over about this long."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float]) -> None:
+        self.base = rate
+        self.rate = rate
+        self.clock = clock
+        self.capacity = 1.0
+        self.tokens = 1.0
+        self.updated = clock()
+        self.paused_until = 0.0
+        self.last_decrease = -math.inf
+        self.granted = 0
+        self.throttled = 0
+        self._heap: list[tuple[float, int, anyio.Event]] = []
+        self._cancelled: set[int] = set()
+        self._seq = itertools.count()
+
+    def _refill(self, now: float) -> None:
+        if self.base is None or self.rate is None:
+            return
+        if self.rate < self.base:
+            # Additive increase: linear recovery since the last decrease.
+            elapsed = now - max(self.last_decrease, self.updated)
+            self.rate = min(self.base, self.rate + self.base * elapsed / self.RECOVERY_SECONDS)
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def _head(self) -> tuple[float, int, anyio.Event] | None:
+        while self._heap and self._heap[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._heap)[1])
+        return self._heap[0] if self._heap else None
+
+    async def acquire(self, priority: float) -> None:
+        if self.base is None:
+            self.granted += 1
+            return
+        seq = next(self._seq)
+        event = anyio.Event()
+        heapq.heappush(self._heap, (priority, seq, event))
+        try:
+            while True:
+                head = self._head()
+                if head is not None and head[1] == seq:
+                    now = self.clock()
+                    self._refill(now)
+                    wait = max(0.0, self.paused_until - now)
+                    if self.tokens < 1.0:
+                        assert self.rate is not None
+                        wait = max(wait, (1.0 - self.tokens) / self.rate)
+                    if wait <= 0:
+                        self.tokens -= 1.0
+                        self.granted += 1
+                        heapq.heappop(self._heap)
+                        nxt = self._head()
+                        if nxt is not None:
+                            nxt[2].set()
+                        return
+                    # The head sleeps; a more urgent newcomer wakes it to take over.
+                    with anyio.move_on_after(wait):
+                        await event.wait()
+                    event = self._renew(seq, priority, event)
+                else:
+                    await event.wait()
+                    event = self._renew(seq, priority, event)
+        except BaseException:
+            self._cancelled.add(seq)
+            head = self._head()
+            if head is not None:
+                head[2].set()
+            raise
+
+    def _renew(self, seq: int, priority: float, event: anyio.Event) -> anyio.Event:
+        if not event.is_set():
+            return event
+        # Replace a spent event in place (same priority and sequence number).
+        for i, (p, s, _) in enumerate(self._heap):
+            if s == seq:
+                fresh = anyio.Event()
+                self._heap[i] = (p, s, fresh)
+                return fresh
+        return anyio.Event()
+
+    def notify_newcomer(self, priority: float) -> None:
+        head = self._head()
+        if head is not None and priority < head[0]:
+            head[2].set()
+
+    def throttle(self, retry_after: float | None) -> None:
+        """Multiplicative decrease after a 429 (at most once a second)."""
+        self.throttled += 1
+        if self.base is None or self.rate is None:
+            return
+        now = self.clock()
+        self._refill(now)
+        if now - self.last_decrease >= 1.0:
+            self.rate = max(self.base * 0.1, self.rate * 0.5)
+            self.last_decrease = now
+            self.tokens = min(self.tokens, 0.0)
+        pause = retry_after if retry_after is not None else 1.0 / self.rate
+        self.paused_until = max(self.paused_until, now + min(pause, 60.0))
+
+    def statistics(self) -> RateStatistics:
+        now = self.clock()
+        self._refill(now)
+        return RateStatistics(
+            configured_rate=self.base,
+            current_rate=self.rate,
+            granted=self.granted,
+            waiting=sum(1 for e in self._heap if e[1] not in self._cancelled),
+            throttled=self.throttled,
+            paused_for=max(0.0, self.paused_until - now),
+        )
+
+
+class Governor:
+    """Paces creates, queries, lists, cancels and upload policies for one account.
+
+    Share one governor between clients of the same account in a process by passing
+    it to each client (``AsyncWanClient(governor=g)``): they then split its budgets.
+
+    Args:
+        limits: the :class:`Limits` to respect.
+        clock: a monotonic clock in seconds (tests inject a virtual one); defaults to
+            ``anyio.current_time``.
+    """
+
+    def __init__(self, limits: Limits | None = None, *, clock: Callable[[], float] | None = None):
+        self.limits = limits or Limits()
+        self._clock = clock or anyio.current_time
+        self._buckets = {k: _Bucket(self.limits.rate_for(k), self._clock) for k in KINDS}
+        self._http = anyio.CapacityLimiter(self.limits.max_connections)
+        n = self.limits.max_in_flight
+        self._tasks = anyio.Semaphore(n) if n is not None else None
+        self._tasks_held = 0
+        self._tasks_waiting = 0
+
+    async def acquire(self, kind: Kind, *, priority: float = 0.0) -> None:
+        """Wait for a token of ``kind``; lower ``priority`` values are served first."""
+        bucket = self._buckets[kind]
+        bucket.notify_newcomer(priority)
+        await bucket.acquire(priority)
+
+    def throttled(self, kind: Kind, retry_after: float | None = None) -> None:
+        """Report a 429 for ``kind``: that kind slows down, then recovers gradually."""
+        bucket = self._buckets[kind]
+        bucket.throttle(retry_after)
+        logger.info(
+            "throttled (%s): rate now %.2f/s, paused %.2fs",
+            kind,
+            bucket.rate or 0.0,
+            max(0.0, bucket.paused_until - self._clock()),
+        )
+
+    @asynccontextmanager
+    async def http_slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_connections`` HTTP slots for one exchange."""
+        async with self._http:
+            yield
+
+    @asynccontextmanager
+    async def task_slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_in_flight`` task slots from create to a final status."""
+        if self._tasks is None:
+            self._tasks_held += 1
+            try:
+                yield
+            finally:
+                self._tasks_held -= 1
+            return
+        self._tasks_waiting += 1
+        try:
+            await self._tasks.acquire()
+        finally:
+            self._tasks_waiting -= 1
+        self._tasks_held += 1
+        try:
+            yield
+        finally:
+            self._tasks_held -= 1
+            self._tasks.release()
+
+    def statistics(self) -> GovernorStatistics:
+        """A frozen snapshot: rates, waiters, HTTP and task slots, 429s seen."""
+        rates: dict[str, RateStatistics] = {k: b.statistics() for k, b in self._buckets.items()}
+        http = self._http.statistics()
+        return GovernorStatistics(
+            rates=rates,
+            http_in_flight=http.borrowed_tokens,
+            http_waiting=http.tasks_waiting,
+            max_connections=self.limits.max_connections,
+            tasks_in_flight=self._tasks_held,
+            tasks_waiting=self._tasks_waiting,
+            max_in_flight=self.limits.max_in_flight,
+            throttled_total=sum(r.throttled for r in rates.values()),
+        )

@@ -1,0 +1,343 @@
+"""Requests, task handles and results: frozen attrs classes.
+
+The wire shapes (``model`` / ``input`` / ``parameters``) are built and parsed in
+``_wire.py``; these classes are what a caller holds.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import posixpath
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from ._exceptions import InvalidRequestError
+
+__all__ = [
+    "TaskStatus",
+    "VideoRequest",
+    "Task",
+    "TaskResult",
+    "TaskSummary",
+    "Usage",
+    "Reference",
+    "FINAL_STATUSES",
+    "reference_kind",
+]
+
+IMAGE_EXTENSIONS: Final = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
+VIDEO_EXTENSIONS: Final = frozenset({".mp4", ".mov"})
+SIZES_720P: Final = ("1280*720", "720*1280", "960*960", "1088*832", "832*1088")
+SIZES_1080P: Final = ("1920*1080", "1080*1920", "1440*1440", "1632*1248", "1248*1632")
+SIZES: Final = SIZES_720P + SIZES_1080P
+MAX_REFERENCES: Final = 5
+MAX_IMAGES: Final = 5
+MAX_VIDEOS: Final = 3
+MIN_DURATION: Final = 2
+MAX_DURATION: Final = 10
+MAX_SEED: Final = 2_147_483_647
+SHOT_TYPES: Final = ("single", "multi")
+
+Reference = str | os.PathLike[str]
+"""A reference: an ``http(s)://`` or ``oss://`` URL, a ``file://`` URL, or a local path."""
+
+
+class TaskStatus(enum.StrEnum):
+    """A task's status as the service reports it."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    UNKNOWN = "UNKNOWN"
+    UNRECOGNIZED = "UNRECOGNIZED"
+    """A value this version of wanr2v does not know (``raw_status`` holds it); not final."""
+
+    @property
+    def is_final(self) -> bool:
+        """SUCCEEDED, FAILED, CANCELED and UNKNOWN are final; polling stops there."""
+        return self in FINAL_STATUSES
+
+    @classmethod
+    def parse(cls, value: object) -> TaskStatus:
+        """Lenient: any unknown value becomes ``UNRECOGNIZED`` instead of an error."""
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().upper())
+            except ValueError:
+                pass
+        return cls.UNRECOGNIZED
+
+
+FINAL_STATUSES: Final = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.UNKNOWN}
+)
+
+
+def reference_kind(ref: str) -> str | None:
+    """``"image"``, ``"video"`` or ``None`` (unknown) judged from the extension of a URL/path."""
+    path = urllib.parse.urlsplit(ref).path if "://" in ref else ref
+    ext = posixpath.splitext(path.lower())[1]
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def _is_remote(ref: str) -> bool:
+    return ref.startswith(("http://", "https://", "oss://"))
+
+
+def _refs_converter(value: object) -> tuple[Reference, ...]:
+    if isinstance(value, (str, os.PathLike)):
+        return (value,)
+    if isinstance(value, Sequence):
+        return tuple(value)
+    raise InvalidRequestError(
+        f"reference_urls must be a list of URLs or paths, got {type(value).__name__}.",
+        field="input.reference_urls",
+    )
+
+
+def _mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(kw_only=True)
+class VideoRequest:
+    """One reference-to-video request, checked against the service's documented limits.
+
+    Args:
+        model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"``.
+        prompt: up to 1500 characters (the service cuts longer text silently); name the
+            subjects ``character1`` … ``character5`` in the order of ``reference_urls``.
+        reference_urls: 1–5 references (at most 5 images, 3 videos): ``http(s)://`` or
+            ``oss://`` URLs, ``file://`` URLs or local paths (uploaded for you).
+        negative_prompt: up to 500 characters.
+        size: ``"W*H"``, e.g. ``"1280*720"``; the service's default is ``1920*1080``.
+        duration: whole seconds, 2–10 (service default 5).
+        shot_type: ``"single"`` or ``"multi"``.
+        audio: flash only; ``False`` for a silent video (the service's default is sound).
+        watermark: add the vendor's watermark.
+        seed: 0–2147483647.
+        extra_input: fields added to ``input`` as they are (for fields the service adds later).
+        extra_parameters: fields added to ``parameters`` as they are.
+
+    Raises:
+        InvalidRequestError: naming the field and what to change.
+    """
+
+    model: str
+    prompt: str
+    reference_urls: tuple[Reference, ...] = attrs.field(converter=_refs_converter)
+    negative_prompt: str | None = None
+    size: str | None = None
+    duration: int | None = None
+    shot_type: str | None = None
+    audio: bool | None = None
+    watermark: bool | None = None
+    seed: int | None = None
+    extra_input: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    extra_parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+
+    def __attrs_post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every documented limit; raise :class:`InvalidRequestError` on the first."""
+        from ._config import MODELS
+
+        def bad(field: str, msg: str) -> InvalidRequestError:
+            return InvalidRequestError(f"{field}: {msg}", field=field)
+
+        if not isinstance(self.model, str) or not self.model:
+            raise bad("model", f"give a model name, one of {', '.join(MODELS)}.")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise bad("input.prompt", "the prompt is required and must be non-empty text.")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise bad("input.negative_prompt", "must be text.")
+        refs = self.reference_urls
+        if not 1 <= len(refs) <= MAX_REFERENCES:
+            raise bad(
+                "input.reference_urls",
+                f"give 1 to {MAX_REFERENCES} references, got {len(refs)}.",
+            )
+        images = videos = 0
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, (str, os.PathLike)):
+                raise bad(
+                    f"input.reference_urls[{i}]",
+                    f"must be a URL or a path, got {type(ref).__name__}.",
+                )
+            text = os.fspath(ref)
+            if not text.strip():
+                raise bad(f"input.reference_urls[{i}]", "is empty.")
+            if "://" in text and not (_is_remote(text) or text.startswith("file://")):
+                raise bad(
+                    f"input.reference_urls[{i}]",
+                    f"{text!r}: use an http(s)://, oss:// or file:// URL or a local path.",
+                )
+            kind = reference_kind(text)
+            images += kind == "image"
+            videos += kind == "video"
+        if images > MAX_IMAGES:
+            raise bad("input.reference_urls", f"at most {MAX_IMAGES} images, got {images}.")
+        if videos > MAX_VIDEOS:
+            raise bad("input.reference_urls", f"at most {MAX_VIDEOS} videos, got {videos}.")
+        if self.size is not None and self.size not in SIZES:
+            raise bad(
+                "parameters.size",
+                f"{self.size!r} is not offered; use one of {', '.join(SIZES)} ('W*H').",
+            )
+        if self.duration is not None and (
+            isinstance(self.duration, bool)
+            or not isinstance(self.duration, int)
+            or not MIN_DURATION <= self.duration <= MAX_DURATION
+        ):
+            raise bad(
+                "parameters.duration",
+                f"whole seconds from {MIN_DURATION} to {MAX_DURATION}, got {self.duration!r}.",
+            )
+        if self.shot_type is not None and self.shot_type not in SHOT_TYPES:
+            raise bad("parameters.shot_type", f"'single' or 'multi', got {self.shot_type!r}.")
+        if self.audio is not None and not isinstance(self.audio, bool):
+            raise bad("parameters.audio", f"True or False, got {self.audio!r}.")
+        if self.watermark is not None and not isinstance(self.watermark, bool):
+            raise bad("parameters.watermark", f"True or False, got {self.watermark!r}.")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed <= MAX_SEED
+        ):
+            raise bad("parameters.seed", f"an integer from 0 to {MAX_SEED}, got {self.seed!r}.")
+
+    @property
+    def local_references(self) -> tuple[int, ...]:
+        """Indexes of references that are local files (paths or ``file://`` URLs)."""
+        return tuple(i for i, r in enumerate(self.reference_urls) if not _is_remote(os.fspath(r)))
+
+    @property
+    def resolution(self) -> int:
+        """720 or 1080, from ``size`` (the service default is 1080P)."""
+        return 720 if self.size in SIZES_720P else 1080
+
+    def estimated_cost_usd(self) -> float:
+        """Upper estimate at the vendor's list prices (protocol.md, pricing).
+
+        Billed seconds = input video seconds (at most 5 s in all, images free) + output
+        seconds. Videos referenced by URL are assumed to bill their full share.
+        """
+        out = self.duration or 5
+        n = len(self.reference_urls)
+        videos = sum(reference_kind(os.fspath(r)) == "video" for r in self.reference_urls)
+        seconds = out + (5.0 / n) * videos
+        flash = self.model.endswith("flash")
+        if not flash:
+            rate = 0.10 if self.resolution == 720 else 0.15
+        elif self.audio is False:
+            rate = 0.025 if self.resolution == 720 else 0.0375
+        else:
+            rate = 0.05 if self.resolution == 720 else 0.075
+        return round(seconds * rate, 4)
+
+
+@attrs.frozen(kw_only=True)
+class Task:
+    """A created task: what ``async_call`` returns.
+
+    Attributes:
+        task_id: the service's task id (valid 24 h, in the region that made it).
+        status: the status in the create answer (normally PENDING).
+        request_id: the create's request id.
+        base_url: where the task lives; ``fetch``/``wait``/``cancel`` always go there.
+        region: the region name of ``base_url`` (``"custom"`` for another host).
+        model: the model it runs.
+        submitted_at: UNIX time the create was sent.
+        fingerprint: hash of model + input + parameters (see ``fingerprint``).
+    """
+
+    task_id: str
+    status: TaskStatus = TaskStatus.PENDING
+    request_id: str | None = None
+    base_url: str | None = None
+    region: str | None = None
+    model: str | None = None
+    submitted_at: float | None = None
+    fingerprint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Billing figures of a succeeded task; unknown keys are kept in ``extra``."""
+
+    duration: float | None = None
+    size: str | None = None
+    input_video_duration: float | None = None
+    output_video_duration: float | None = None
+    video_count: int | None = None
+    sr: int | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class TaskResult:
+    """A task as ``fetch`` sees it.
+
+    Times are timezone-aware (the service's strings carry no zone; UTC+8 is assumed).
+    """
+
+    task_id: str
+    status: TaskStatus
+    raw_status: str | None = None
+    request_id: str | None = None
+    submit_time: datetime | None = None
+    scheduled_time: datetime | None = None
+    end_time: datetime | None = None
+    video_url: str | None = None
+    orig_prompt: str | None = None
+    code: str | None = None
+    message: str | None = None
+    usage: Usage | None = None
+    base_url: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is TaskStatus.SUCCEEDED
+
+
+@attrs.frozen(kw_only=True)
+class TaskSummary:
+    """One row of ``list_tasks`` (times from epoch milliseconds, UTC)."""
+
+    task_id: str
+    status: TaskStatus
+    raw_status: str | None = None
+    model_name: str | None = None
+    request_id: str | None = None
+    gmt_create: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    region: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+def local_path(ref: Reference) -> Path:
+    """The filesystem path of a local reference (a path or a ``file://`` URL)."""
+    text = os.fspath(ref)
+    if text.startswith("file://"):
+        parsed = urllib.parse.urlsplit(text)
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(text)
