@@ -1,0 +1,284 @@
+"""Checks of a create body, as the service makes them; pure functions, no state."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from wanr2v.testing import _rules
+
+__all__ = ["Invalid", "Reference", "ValidRequest", "billed_usage", "reference_kind", "validate"]
+
+_SIZE_RE = re.compile(r"^[1-9][0-9]{0,4}\*[1-9][0-9]{0,4}$")
+
+
+@attrs.frozen
+class Invalid(Exception):
+    """A refused create: HTTP ``status``, vendor ``code`` and ``message``."""
+
+    status: int
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Reference:
+    """One reference after resolution: its URL, kind, and whether it can be fetched."""
+
+    url: str
+    kind: str
+    reachable: bool
+
+
+@attrs.frozen(kw_only=True)
+class ValidRequest:
+    """A create body the service accepts, with the defaults applied."""
+
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    references: tuple[Reference, ...]
+    size: str
+    duration: int
+    shot_type: str
+    audio: bool | None
+    watermark: bool
+    seed: int | None
+    #: ``(code, message)`` the task will fail with, though the create is accepted.
+    failure: tuple[str, str] | None
+
+    @property
+    def sr(self) -> int:
+        """The resolution class, 720 or 1080 (1080 for a size the model cannot make)."""
+        return 720 if self.size in _rules.SIZES_720P else 1080
+
+    def as_request(self) -> dict[str, Any]:
+        """Return the request as a plain dict, for a user's generation-time callable."""
+        return {
+            "model": self.model,
+            "input": {
+                "prompt": self.prompt,
+                "negative_prompt": self.negative_prompt,
+                "reference_urls": [r.url for r in self.references],
+            },
+            "parameters": {
+                "size": self.size,
+                "duration": self.duration,
+                "shot_type": self.shot_type,
+                "audio": self.audio,
+                "watermark": self.watermark,
+                "seed": self.seed,
+            },
+        }
+
+
+def _bad(message: str, code: str = _rules.INVALID_PARAMETER) -> Invalid:
+    return Invalid(400, code, message)
+
+
+def reference_kind(path: str) -> str | None:
+    """Return ``"image"`` / ``"video"`` from a path's extension; ``None`` if unsupported."""
+    name = path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return _rules.EXTENSIONLESS_KIND
+    ext = name.rsplit(".", 1)[-1].lower()
+    if ext in _rules.IMAGE_EXTENSIONS:
+        return "image"
+    if ext in _rules.VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+#: Looks up an ``oss://`` key among the emulator's uploads: returns the stored
+#: file name, or ``None`` when unknown, expired, of another region or model.
+OssLookup = Callable[[str, str], str | None]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(
+    body: Mapping[str, Any],
+    *,
+    model: str,
+    caps: _rules.RegionCapabilities,
+    region: str,
+    oss_resolve: bool,
+    oss_lookup: OssLookup,
+) -> ValidRequest:
+    """Check a create body (model already checked) and apply the defaults.
+
+    Args:
+        body: The parsed JSON body.
+        model: Its model name, known to be served in the region.
+        caps: What the region offers.
+        region: The region's name (for messages).
+        oss_resolve: Whether ``X-DashScope-OssResourceResolve: enable`` was sent.
+        oss_lookup: Resolves ``oss://`` keys to stored file names.
+
+    Returns:
+        The accepted request.
+
+    Raises:
+        Invalid: The service refuses the body; carries status, code and message.
+    """
+    failure: tuple[str, str] | None = None
+    inp = body.get("input")
+    if inp is None:
+        raise _bad("Field required: input")
+    if not isinstance(inp, dict):
+        raise _bad("Input should be a valid dictionary: input")
+    prompt = inp.get("prompt")
+    if prompt is None or prompt == "":
+        raise _bad("Field required: input.prompt")
+    if not isinstance(prompt, str):
+        raise _bad("Input should be a valid string: input.prompt")
+    negative = inp.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str):
+        raise _bad("Input should be a valid string: input.negative_prompt")
+
+    videos_only = False
+    refs = inp.get("reference_urls")
+    field = "input.reference_urls"
+    if refs is None and inp.get("reference_video_urls") is not None:
+        refs = inp.get("reference_video_urls")
+        field = "input.reference_video_urls"
+        videos_only = True
+    if refs is None:
+        raise _bad("Field required: input.reference_urls")
+    if not isinstance(refs, list) or not all(isinstance(u, str) and u for u in refs):
+        raise _bad(f"Input should be a valid list of URL strings: {field}")
+    limit = _rules.MAX_VIDEO_REFERENCES if videos_only else _rules.MAX_REFERENCES
+    if not 1 <= len(refs) <= limit:
+        raise _bad(f"The number of {field} must be between 1 and {limit}, got {len(refs)}.")
+
+    resolved: list[Reference] = []
+    for url in refs:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme == "oss":
+            if not oss_resolve:
+                raise _bad(_rules.OSS_WITHOUT_RESOLVE[1], _rules.OSS_WITHOUT_RESOLVE[0])
+            name = oss_lookup(url[len("oss://") :], model)
+            if name is None:
+                code, message = _rules.OSS_NOT_FOUND
+                raise _bad(message.format(url=url), code)
+            kind = reference_kind(name)
+            reachable = True
+        elif scheme in ("http", "https") and parts.hostname:
+            kind = reference_kind(parts.path)
+            host = parts.hostname.lower()
+            reachable = not host.endswith(_rules.UNREACHABLE_HOST_SUFFIXES)
+        else:
+            raise _bad(f"The reference url is invalid: {url}")
+        if kind is None:
+            code, message = _rules.UNSUPPORTED_FORMAT
+            raise _bad(message.format(url=url), code)
+        if videos_only and kind != "video":
+            raise _bad(f"{field} accepts videos only (mp4, mov), got: {url}")
+        resolved.append(Reference(url=url, kind=kind, reachable=reachable))
+    images = sum(r.kind == "image" for r in resolved)
+    videos = len(resolved) - images
+    if images > _rules.MAX_IMAGE_REFERENCES:
+        raise _bad(f"At most {_rules.MAX_IMAGE_REFERENCES} image references are allowed.")
+    if videos > _rules.MAX_VIDEO_REFERENCES:
+        raise _bad(f"At most {_rules.MAX_VIDEO_REFERENCES} video references are allowed.")
+    if images and not caps.image_references:
+        raise _bad(
+            f"Image references are not supported in region {region}: "
+            "use video references (mp4, mov) only."
+        )
+    if not all(r.reachable for r in resolved):
+        failure = _rules.DOWNLOAD_FAILED
+
+    params = body.get("parameters")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise _bad("Input should be a valid dictionary: parameters")
+
+    size = params.get("size", _rules.DEFAULT_SIZE)
+    if not isinstance(size, str) or not _SIZE_RE.match(size):
+        raise _bad(f'The size must be a string "width*height", e.g. "1280*720", got {size!r}.')
+    if size not in _rules.SIZES_720P and size not in _rules.SIZES_1080P:
+        if not _rules.SIZE_MISMATCH_FAILS_TASK:
+            raise _bad(_rules.SIZE_NOT_MATCH[1], _rules.SIZE_NOT_MATCH[0])
+        failure = failure or _rules.SIZE_NOT_MATCH
+
+    duration = params.get("duration", _rules.DEFAULT_DURATION_S)
+    if not _is_int(duration) or not _rules.DURATION_MIN_S <= duration <= _rules.DURATION_MAX_S:
+        raise _bad(
+            f"The duration must be an integer between {_rules.DURATION_MIN_S} and "
+            f"{_rules.DURATION_MAX_S}, got {duration!r}."
+        )
+    if caps.durations is not None and duration not in caps.durations:
+        allowed = " or ".join(str(d) for d in sorted(caps.durations))
+        raise _bad(
+            f"The duration must be {allowed} for {model} in region {region}, got {duration}."
+        )
+
+    shot_type = params.get("shot_type", _rules.DEFAULT_SHOT_TYPE)
+    if shot_type not in _rules.SHOT_TYPES:
+        raise _bad(f"The shot_type must be 'single' or 'multi', got {shot_type!r}.")
+
+    audio: bool | None = None
+    if model in _rules.AUDIO_MODELS:
+        audio = params.get("audio", _rules.DEFAULT_AUDIO)
+        if not isinstance(audio, bool):
+            raise _bad(f"The audio must be a boolean, got {audio!r}.")
+    elif not _rules.AUDIO_IGNORED_ELSEWHERE and "audio" in params:
+        raise _bad(f"The audio parameter is not supported by {model}.")
+
+    watermark = params.get("watermark", _rules.DEFAULT_WATERMARK)
+    if not isinstance(watermark, bool):
+        raise _bad(f"The watermark must be a boolean, got {watermark!r}.")
+
+    seed = params.get("seed")
+    if seed is not None and (not _is_int(seed) or not _rules.SEED_MIN <= seed <= _rules.SEED_MAX):
+        raise _bad(
+            f"The seed must be an integer between {_rules.SEED_MIN} and {_rules.SEED_MAX}, "
+            f"got {seed!r}."
+        )
+
+    return ValidRequest(
+        model=model,
+        prompt=prompt[: _rules.PROMPT_MAX_CHARS],
+        negative_prompt=None if negative is None else negative[: _rules.NEGATIVE_PROMPT_MAX_CHARS],
+        references=tuple(resolved),
+        size=size,
+        duration=duration,
+        shot_type=shot_type,
+        audio=audio,
+        watermark=watermark,
+        seed=seed,
+        failure=failure,
+    )
+
+
+def _number(value: float) -> float | int:
+    value = round(value, 2)
+    return int(value) if value == int(value) else value
+
+
+def billed_usage(req: ValidRequest) -> dict[str, Any]:
+    """Return the ``usage`` of a successful task, per the vendor's billing rules."""
+    n = len(req.references)
+    steps = math.floor(_rules.INPUT_VIDEO_BUDGET_S / n / _rules.INPUT_SHARE_STEP_S + 1e-9)
+    share = steps * _rules.INPUT_SHARE_STEP_S
+    videos = sum(r.kind == "video" for r in req.references)
+    input_s = round(share * videos, 2)
+    output_s = req.duration
+    return {
+        "duration": float(round(input_s + output_s, 2)),
+        "size": req.size,
+        "input_video_duration": _number(input_s),
+        "output_video_duration": output_s,
+        "video_count": 1,
+        "SR": req.sr,
+    }
