@@ -1,0 +1,44 @@
+"""Durable records of batch submissions, so a crashed batch resumes without paying twice.
+
+The client and the batch runner talk to a :class:`JournalStore`; :class:`SQLiteJournal`
+(one local file, WAL mode) is the store shipped. Another store (Postgres, Redis) only
+has to implement the protocol.
+"""
+
+from ._base import (
+    FROZEN_FIELDS,
+    UPDATABLE_FIELDS,
+    JournalConflictError,
+    JournalError,
+    JournalStore,
+    SubmissionRecord,
+    SubmissionState,
+    check_no_secrets,
+    request_from_dict,
+    request_to_dict,
+    result_to_dict,
+)
+from ._sqlite import SCHEMA_VERSION, SQLiteJournal
+
+__all__ = [
+    "FROZEN_FIELDS",
+    "JournalConflictError",
+    "JournalError",
+    "JournalStore",
+    "SCHEMA_VERSION",
+    "SQLiteJournal",
+    "SubmissionRecord",
+    "SubmissionState",
+    "UPDATABLE_FIELDS",
+    "check_no_secrets",
+    "request_from_dict",
+    "request_to_dict",
+    "result_to_dict",
+]
+
+# Tracebacks and reprs name the public location, not the private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,457 @@
+"""The journal seam: the store protocol, its record types and its errors.
+
+A batch records each submission **before** its create is sent, then its task id,
+status, result URL and download path, so that a resume after any crash polls the
+tasks it knows, reconciles the ambiguous ones and never pays twice. The client and
+the batch runner talk to a :class:`JournalStore`; :class:`~wanr2v.journal.SQLiteJournal`
+is the one shipped, and a Postgres or Redis store only has to implement the protocol.
+
+The life of a submission::
+
+    NEW ──▶ SENDING ──▶ CREATED ──▶ SUCCEEDED ──▶ DOWNLOADED
+     │         │           │            │
+     │         ▼           ▼            ▼
+     │     AMBIGUOUS ──▶ FAILED      FAILED (expired before download)
+     │         │
+     └─────────┴──▶ (reconciled: CREATED, or back to NEW when provably absent)
+
+``SENDING`` found on resume means the process died between sending a create and
+recording its answer: treat it as ``AMBIGUOUS``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Protocol, Self, runtime_checkable
+
+import attrs
+
+from .._exceptions import WanError
+from .._models import TaskResult, VideoRequest
+
+__all__ = [
+    "FROZEN_FIELDS",
+    "JournalConflictError",
+    "JournalError",
+    "JournalStore",
+    "SubmissionRecord",
+    "SubmissionState",
+    "UPDATABLE_FIELDS",
+    "check_no_secrets",
+    "request_from_dict",
+    "request_to_dict",
+    "result_to_dict",
+]
+
+
+class SubmissionState(enum.StrEnum):
+    """Where a logical submission stands, as the journal knows it."""
+
+    NEW = "NEW"
+    """Recorded; the create has not been sent."""
+    SENDING = "SENDING"
+    """The create was (about to be) sent and its answer is not recorded yet. Found on
+    resume, it means the process died mid-create: the outcome is ambiguous."""
+    AMBIGUOUS = "AMBIGUOUS"
+    """The create's outcome is unknown; reconcile before anything else."""
+    CREATED = "CREATED"
+    """The task id is known; the task is not final."""
+    SUCCEEDED = "SUCCEEDED"
+    """The task succeeded; the video is not saved yet (its URL lives 24 h)."""
+    FAILED = "FAILED"
+    """Terminal: the task failed, was canceled or is unknown, or a non-retryable error."""
+    DOWNLOADED = "DOWNLOADED"
+    """Terminal: the video is saved at ``download_path``."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """``FAILED`` and ``DOWNLOADED``: nothing more to do for this submission."""
+        return self in (SubmissionState.FAILED, SubmissionState.DOWNLOADED)
+
+    @property
+    def needs_reconciliation(self) -> bool:
+        """``SENDING`` and ``AMBIGUOUS``: a paid task may exist that the journal lacks."""
+        return self in (SubmissionState.SENDING, SubmissionState.AMBIGUOUS)
+
+
+class JournalError(WanError):
+    """The journal could not be opened, read or written (or is closed).
+
+    Attributes:
+        path: the journal's location, when it has one.
+    """
+
+    path: str | None
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message, path=path)
+
+
+class JournalConflictError(JournalError):
+    """A write lost a race or would break an invariant; nothing was written.
+
+    Raised when ``update(..., expect_state=...)`` finds another state (someone else
+    moved the submission first), or when a task id or submission id is already
+    claimed by another record.
+
+    Attributes:
+        submission_id: the submission the write was for.
+        current: the record as it is now, when there is one.
+    """
+
+    submission_id: str | None
+    current: SubmissionRecord | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        submission_id: str | None = None,
+        current: SubmissionRecord | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.submission_id = submission_id
+        self.current = current
+
+
+# --- record ----------------------------------------------------------------------------
+
+
+def _opt_float(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a UNIX time (float) or None, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"expected a finite UNIX time, got {value!r}")
+    return f
+
+
+def _float(value: object) -> float:
+    f = _opt_float(value)
+    if f is None:
+        raise TypeError("expected a UNIX time (float), got None")
+    return f
+
+
+def _attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"attempts must be an int >= 0, got {value!r}")
+    return value
+
+
+def _opt_mapping(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object (a mapping) or None, got {type(value).__name__}")
+    return dict(value)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    m = _opt_mapping(value)
+    if m is None:
+        raise TypeError("expected a JSON object (a mapping), got None")
+    return m
+
+
+def _key(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"batch_key must be a non-empty str, got {value!r}")
+    return value
+
+
+_opt_str = attrs.validators.optional(attrs.validators.instance_of(str))
+_str = attrs.validators.instance_of(str)
+
+
+@attrs.frozen(kw_only=True)
+class SubmissionRecord:
+    """One logical submission: what was asked, what was sent, what became of it.
+
+    JSON-valued fields (``request``, ``body``, ``result``) hold plain dicts of JSON
+    values; a store rejects anything ``json`` cannot encode. Build a fresh record with
+    :meth:`new`; change a stored one only through :meth:`JournalStore.update`.
+
+    Attributes:
+        submission_id: client-side id (a UUID string), stable across resumes.
+        batch_key: the caller's key for the item (a line number, a user id); unique
+            within a journal.
+        request: the :class:`~wanr2v.VideoRequest` fields (see :func:`request_to_dict`).
+        fingerprint: hash of model + input + parameters of the body sent, once known.
+        body: the wire body actually sent (references already uploaded), ``None``
+            until a create is sent.
+        state: see :class:`SubmissionState`.
+        task_id: the service's task id, once known.
+        base_url: where the task lives (``fetch``/``cancel`` must go there).
+        region: the region name of ``base_url``.
+        model: the model the task runs.
+        sent_at: UNIX time the last create was sent (the reconciliation window).
+        status: the task's raw status string as last seen.
+        video_url: the result URL (valid 24 h after the task ends).
+        result: the last :class:`~wanr2v.TaskResult`'s essentials (:func:`result_to_dict`).
+        download_path: where the video was saved.
+        error_type: class name of the error that ended or stalled the submission.
+        error_code: its service code, if any.
+        error_message: its message (never holding the API key).
+        attempts: how many creates were sent for this submission.
+        created_at: UNIX time the record was made.
+        updated_at: UNIX time of the last change (set by the store).
+    """
+
+    submission_id: str = attrs.field(validator=_str)
+    batch_key: str = attrs.field(converter=_key)
+    request: dict[str, Any] = attrs.field(converter=_mapping)
+    state: SubmissionState = attrs.field(default=SubmissionState.NEW, converter=SubmissionState)
+    fingerprint: str | None = attrs.field(default=None, validator=_opt_str)
+    body: dict[str, Any] | None = attrs.field(default=None, converter=_opt_mapping)
+    task_id: str | None = attrs.field(default=None, validator=_opt_str)
+    base_url: str | None = attrs.field(default=None, validator=_opt_str)
+    region: str | None = attrs.field(default=None, validator=_opt_str)
+    model: str | None = attrs.field(default=None, validator=_opt_str)
+    sent_at: float | None = attrs.field(default=None, converter=_opt_float)
+    status: str | None = attrs.field(default=None, validator=_opt_str)
+    video_url: str | None = attrs.field(default=None, validator=_opt_str)
+    result: dict[str, Any] | None = attrs.field(default=None, converter=_opt_mapping)
+    download_path: str | None = attrs.field(default=None, validator=_opt_str)
+    error_type: str | None = attrs.field(default=None, validator=_opt_str)
+    error_code: str | None = attrs.field(default=None, validator=_opt_str)
+    error_message: str | None = attrs.field(default=None, validator=_opt_str)
+    attempts: int = attrs.field(default=0, converter=_attempts)
+    created_at: float = attrs.field(factory=time.time, converter=_float)
+    updated_at: float = attrs.field(factory=time.time, converter=_float)
+
+    @classmethod
+    def new(
+        cls,
+        batch_key: str,
+        request: VideoRequest | Mapping[str, Any],
+        **fields: Any,
+    ) -> SubmissionRecord:
+        """A fresh ``NEW`` record with a random ``submission_id``.
+
+        Args:
+            batch_key: the caller's key for the item.
+            request: the request, or its fields as :func:`request_to_dict` gives them.
+            **fields: any other :class:`SubmissionRecord` field (e.g. ``base_url``).
+                ``model`` defaults to the request's.
+        """
+        req = request_to_dict(request) if isinstance(request, VideoRequest) else dict(request)
+        now = time.time()
+        fields.setdefault("submission_id", str(uuid.uuid4()))
+        fields.setdefault("model", req.get("model"))
+        fields.setdefault("created_at", now)
+        fields.setdefault("updated_at", now)
+        return cls(batch_key=batch_key, request=req, **fields)
+
+    def video_request(self) -> VideoRequest:
+        """The :class:`~wanr2v.VideoRequest` rebuilt (and re-validated) from ``request``."""
+        return request_from_dict(self.request)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the state is ``FAILED`` or ``DOWNLOADED``."""
+        return self.state.is_terminal
+
+
+FROZEN_FIELDS: Final = frozenset({"submission_id", "batch_key", "created_at", "updated_at"})
+"""Fields ``update`` refuses: identity and the store-kept timestamps."""
+
+UPDATABLE_FIELDS: Final = frozenset(
+    a.name for a in attrs.fields(SubmissionRecord) if a.name not in FROZEN_FIELDS
+)
+"""Fields ``update`` accepts."""
+
+
+# --- conversions -----------------------------------------------------------------------
+
+
+def request_to_dict(request: VideoRequest) -> dict[str, Any]:
+    """The request's fields as JSON values: paths as strings, unset fields left out."""
+    out: dict[str, Any] = {}
+    for a in attrs.fields(VideoRequest):
+        value = getattr(request, a.name)
+        if value is None or (isinstance(value, Mapping) and not value):
+            continue
+        if a.name == "reference_urls":
+            value = [os.fspath(r) for r in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[a.name] = value
+    return out
+
+
+def request_from_dict(data: Mapping[str, Any]) -> VideoRequest:
+    """Rebuild a :class:`~wanr2v.VideoRequest` from :func:`request_to_dict`'s output.
+
+    Raises:
+        InvalidRequestError: the fields no longer make a valid request.
+        TypeError: an unknown field.
+    """
+    return VideoRequest(**data)
+
+
+def result_to_dict(result: TaskResult) -> dict[str, Any]:
+    """A :class:`~wanr2v.TaskResult`'s essentials as JSON values (times as ISO 8601)."""
+    out: dict[str, Any] = {
+        "task_id": result.task_id,
+        "status": result.status.value,
+        "raw_status": result.raw_status,
+        "request_id": result.request_id,
+        "video_url": result.video_url,
+        "code": result.code,
+        "message": result.message,
+        "orig_prompt": result.orig_prompt,
+        "base_url": result.base_url,
+    }
+    for name in ("submit_time", "scheduled_time", "end_time"):
+        when = getattr(result, name)
+        out[name] = when.isoformat() if when is not None else None
+    if result.usage is not None:
+        usage = attrs.asdict(result.usage)
+        usage["extra"] = dict(result.usage.extra)
+        out["usage"] = usage
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def check_no_secrets(value: object, secrets: Iterable[str], *, where: str) -> None:
+    """Refuse a value holding a secret anywhere in it (strings, keys, nested JSON).
+
+    Stores call this before writing so a journal file never holds the API key.
+
+    Args:
+        value: a string, number, mapping or sequence of them.
+        secrets: the strings that must not be stored (empty ones are ignored).
+        where: a field name for the error message (the secret itself is never shown).
+
+    Raises:
+        ValueError: ``value`` contains one of ``secrets``.
+    """
+    needles = tuple(s for s in secrets if s)
+    if not needles:
+        return
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any(s in item for s in needles):
+                raise ValueError(
+                    f"Refusing to store {where}: it contains a configured secret "
+                    "(the API key must never reach the journal)."
+                )
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+
+
+# --- the protocol ----------------------------------------------------------------------
+
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """A durable store of :class:`SubmissionRecord` s and batch metadata.
+
+    Every method is safe to call from many tasks at once; each write is atomic and
+    durable when it returns (a record added before a create is sent survives a crash
+    of the process). Usable as an async context manager, which closes it.
+    """
+
+    async def add(self, record: SubmissionRecord) -> SubmissionRecord:
+        """Insert ``record``; if its ``batch_key`` is already there, return that one.
+
+        The existing record is returned unchanged even if it differs (compare its
+        ``request`` or ``fingerprint`` to notice a batch file that changed).
+
+        Raises:
+            JournalConflictError: the ``submission_id`` is taken by another batch key,
+                or ``task_id`` is claimed by another record.
+        """
+        ...
+
+    async def get(self, submission_id: str) -> SubmissionRecord | None:
+        """The record with this id, or ``None``."""
+        ...
+
+    async def get_by_key(self, batch_key: str) -> SubmissionRecord | None:
+        """The record with this batch key, or ``None``."""
+        ...
+
+    async def get_by_task_id(self, task_id: str) -> SubmissionRecord | None:
+        """The record that claims this task id, or ``None``."""
+        ...
+
+    async def update(
+        self,
+        submission_id: str,
+        *,
+        expect_state: SubmissionState | Iterable[SubmissionState] | None = None,
+        **changes: Any,
+    ) -> SubmissionRecord:
+        """Change fields of one record atomically; sets ``updated_at``.
+
+        Args:
+            submission_id: the record to change.
+            expect_state: if given, write only if the record is in this state (or one
+                of these states): a compare-and-set, so that of two runners only one
+                moves ``NEW`` to ``SENDING``.
+            **changes: field names of :data:`UPDATABLE_FIELDS` and their new values.
+
+        Returns:
+            The record as stored after the change.
+
+        Raises:
+            KeyError: no such record.
+            TypeError: an unknown or immutable field, or a value of the wrong type.
+            JournalConflictError: the state was not ``expect_state``, or the task id
+                is claimed by another record.
+        """
+        ...
+
+    async def list(
+        self, states: SubmissionState | Iterable[SubmissionState] | None = None
+    ) -> tuple[SubmissionRecord, ...]:
+        """The records (in one state or several; all when ``None``) in insertion order."""
+        ...
+
+    async def counts(self) -> dict[SubmissionState, int]:
+        """How many records are in each state (every state present, zeros included)."""
+        ...
+
+    async def known_task_ids(self) -> set[str]:
+        """Every task id some record claims (reconciliation must not claim these)."""
+        ...
+
+    async def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` (e.g. the output folder, base URL, region)."""
+        ...
+
+    async def get_meta(self, key: str, default: Any = None) -> Any:
+        """The JSON value stored under ``key``, or ``default``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store; closing twice is harmless."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open the store (if it is not) and return it."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        ...
