@@ -21,9 +21,24 @@ def test_public_surface_is_pinned() -> None:
     """__all__ is explicit, sorted, and names live in wanr2v.testing."""
     assert wanr2v.testing.__all__ == sorted(wanr2v.testing.__all__)
     assert set(wanr2v.testing.__all__) == {
-        "Clock", "Emulator", "EmulatorConfig", "EmulatorServer", "EmulatorStats", "Endpoint",
-        "FaultKind", "FaultRule", "Faults", "GenerationTime", "HostRequest", "ManualClock",
-        "Quotas", "RegionCapabilities", "RegionConfig", "ScaledClock", "TaskRecord", "make_mp4",
+        "Clock",
+        "Emulator",
+        "EmulatorConfig",
+        "EmulatorServer",
+        "EmulatorStats",
+        "Endpoint",
+        "FaultKind",
+        "FaultRule",
+        "Faults",
+        "GenerationTime",
+        "HostRequest",
+        "ManualClock",
+        "Quotas",
+        "RegionCapabilities",
+        "RegionConfig",
+        "ScaledClock",
+        "TaskRecord",
+        "make_mp4",
         "serve",
     }
     assert Emulator.__module__ == "wanr2v.testing"
@@ -42,8 +57,22 @@ def test_importing_the_package_does_not_import_starlette() -> None:
 def test_parser_builds_a_config() -> None:
     """Options map onto the config: keys, regions, time scale, seed, quotas."""
     args = build_parser().parse_args(
-        ["--time-scale", "100", "--seed", "1", "--api-key", "k1", "--api-key", "k2",
-         "--region", "singapore=s1", "--no-quotas", "--generation-time", "4", "12"]
+        [
+            "--time-scale",
+            "100",
+            "--seed",
+            "1",
+            "--api-key",
+            "k1",
+            "--api-key",
+            "k2",
+            "--region",
+            "singapore=s1",
+            "--no-quotas",
+            "--generation-time",
+            "4",
+            "12",
+        ]
     )
     cfg = config_from_args(args)
     assert isinstance(cfg, EmulatorConfig)
@@ -56,8 +85,19 @@ def test_parser_builds_a_config() -> None:
 def test_module_serves_until_interrupted() -> None:
     """`python -m wanr2v.testing` prints its base URL, serves, and stops on Ctrl-C."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wanr2v.testing", "--port", "0", "--time-scale", "100",
-         "--seed", "1", "--api-key", "sk-cli"],
+        [
+            sys.executable,
+            "-m",
+            "wanr2v.testing",
+            "--port",
+            "0",
+            "--time-scale",
+            "100",
+            "--seed",
+            "1",
+            "--api-key",
+            "sk-cli",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -68,7 +108,9 @@ def test_module_serves_until_interrupted() -> None:
         match = re.search(r"wanr2v emulator listening on (http://127\.0\.0\.1:\d+/api/v1)", line)
         assert match, line
         base = match.group(1)
-        req = urllib.request.Request(base + "/tasks/abc", headers={"Authorization": "Bearer sk-cli"})
+        req = urllib.request.Request(
+            base + "/tasks/abc", headers={"Authorization": "Bearer sk-cli"}
+        )
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -74,7 +74,9 @@ async def create(client: httpx.AsyncClient) -> httpx.Response:
 @pytest.mark.anyio
 async def test_throttle_burst_then_normal(client: httpx.AsyncClient, emu: Emulator) -> None:
     """A scripted burst of 429s carries Retry-After, then requests pass again."""
-    emu.faults.add(FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.CREATE, count=2, retry_after=3))
+    emu.faults.add(
+        FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.CREATE, count=2, retry_after=3)
+    )
     for _ in range(2):
         resp = await create(client)
         assert resp.status_code == 429
@@ -90,7 +92,10 @@ async def test_throttle_burst_then_normal(client: httpx.AsyncClient, emu: Emulat
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("kind", "status", "code"),
-    [(FaultKind.SERVER_ERROR, 500, "InternalError"), (FaultKind.UNAVAILABLE, 503, "ModelUnavailable")],
+    [
+        (FaultKind.SERVER_ERROR, 500, "InternalError"),
+        (FaultKind.UNAVAILABLE, 503, "ModelUnavailable"),
+    ],
 )
 async def test_server_errors(
     client: httpx.AsyncClient, emu: Emulator, kind: FaultKind, status: int, code: str
@@ -111,7 +116,11 @@ async def test_custom_error_code(client: httpx.AsyncClient, emu: Emulator) -> No
         FaultRule(kind=FaultKind.SERVER_ERROR, count=1, status=500, code="SystemError", message="m")
     )
     resp = await client.get("/tasks", headers=HEADERS)
-    assert (resp.status_code, resp.json()["code"], resp.json()["message"]) == (500, "SystemError", "m")
+    assert (resp.status_code, resp.json()["code"], resp.json()["message"]) == (
+        500,
+        "SystemError",
+        "m",
+    )
 
 
 @pytest.mark.anyio
@@ -151,7 +160,9 @@ async def test_slow_answer(client: httpx.AsyncClient, emu: Emulator) -> None:
 
 
 @pytest.mark.anyio
-async def test_drop_in_process_is_a_transport_error(client: httpx.AsyncClient, emu: Emulator) -> None:
+async def test_drop_in_process_is_a_transport_error(
+    client: httpx.AsyncClient, emu: Emulator
+) -> None:
     """In process, a dropped connection raises httpx.RemoteProtocolError and creates nothing."""
     emu.faults.add(FaultRule(kind=FaultKind.DROP, endpoint=Endpoint.CREATE, count=1))
     with pytest.raises(httpx.RemoteProtocolError):
@@ -246,7 +257,9 @@ def test_drop_over_loopback_is_a_transport_error(served: Emulator) -> None:
 
 def test_drop_after_commit_over_loopback(served: Emulator) -> None:
     """Over a socket, the task exists but the client gets a transport error."""
-    served.faults.add(FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1))
+    served.faults.add(
+        FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1)
+    )
     with httpx.Client(base_url=served.base_url) as c:
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             c.post(CREATE, json=BODY, headers=HEADERS)
@@ -266,9 +279,11 @@ def test_hang_over_loopback_is_a_read_timeout(served: Emulator) -> None:
 def test_short_hang_over_loopback_ends_in_a_drop(served: Emulator) -> None:
     """A hang shorter than the client's timeout ends with the connection dropped."""
     served.faults.add(FaultRule(kind=FaultKind.HANG, endpoint=Endpoint.QUERY, count=1, delay=0.1))
-    with httpx.Client(base_url=served.base_url) as c:
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-            c.get("/tasks/x", headers=HEADERS, timeout=5)
+    with (
+        httpx.Client(base_url=served.base_url) as c,
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+    ):
+        c.get("/tasks/x", headers=HEADERS, timeout=5)
 
 
 @pytest.mark.anyio
@@ -294,7 +309,10 @@ def test_admin_routes(served: Emulator) -> None:
         tid = c.post(api + CREATE, json=BODY, headers=HEADERS).json()["output"]["task_id"]
         now = c.get("/_emulator/clock").json()["now"]
         assert c.post("/_emulator/clock/advance", json={"seconds": 11}).json()["now"] == now + 11
-        assert c.get(f"{api}/tasks/{tid}", headers=HEADERS).json()["output"]["task_status"] == "SUCCEEDED"
+        assert (
+            c.get(f"{api}/tasks/{tid}", headers=HEADERS).json()["output"]["task_status"]
+            == "SUCCEEDED"
+        )
         stats = c.get("/_emulator/stats").json()
         assert stats["throttled"] == 1
         assert stats["tasks_created"] == 1

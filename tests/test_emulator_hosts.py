@@ -45,7 +45,9 @@ async def client(emu: Emulator) -> AsyncIterator[httpx.AsyncClient]:
 
 async def policy(client: httpx.AsyncClient, model: str = "wan2.6-r2v-flash") -> dict[str, Any]:
     """Fetch an upload policy."""
-    resp = await client.get("/uploads", params={"action": "getPolicy", "model": model}, headers=AUTH)
+    resp = await client.get(
+        "/uploads", params={"action": "getPolicy", "model": model}, headers=AUTH
+    )
     assert resp.status_code == 200, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data
@@ -100,8 +102,16 @@ async def test_policy_shape(client: httpx.AsyncClient, emu: Emulator) -> None:
     """getPolicy answers under 'data' with every field the vendor sends; hosts are absolute."""
     pol = await policy(client)
     assert {
-        "policy", "signature", "upload_dir", "upload_host", "expire_in_seconds", "max_file_size_mb",
-        "capacity_limit_mb", "oss_access_key_id", "x_oss_object_acl", "x_oss_forbid_overwrite",
+        "policy",
+        "signature",
+        "upload_dir",
+        "upload_host",
+        "expire_in_seconds",
+        "max_file_size_mb",
+        "capacity_limit_mb",
+        "oss_access_key_id",
+        "x_oss_object_acl",
+        "x_oss_forbid_overwrite",
     } <= set(pol)
     assert pol["upload_host"].startswith(emu.origin)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -27,7 +28,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def body(model: str = "wan2.6-r2v-flash", refs: list[str] | None = None, **params: Any) -> dict[str, Any]:
+def body(
+    model: str = "wan2.6-r2v-flash", refs: list[str] | None = None, **params: Any
+) -> dict[str, Any]:
     """A create body."""
     return {
         "model": model,
@@ -187,7 +190,7 @@ async def test_rates_follow_the_time_scale() -> None:
         codes = []
         for _ in range(12):
             codes.append((await create(c)).status_code)
-            time.sleep(0.003)  # 0.3 emulator seconds
+            await anyio.sleep(0.003)  # 0.3 emulator seconds
         assert 429 not in codes[:2]
         assert codes.count(200) > 5
 
@@ -300,9 +303,13 @@ async def test_list_filters() -> None:
         a = await task_id(c)
         await task_id(c, body(model="wan2.6-r2v"))
         emu.advance(100)
-        canceled_emu = (await c.get("/tasks", params={"status": "SUCCEEDED"}, headers=HEADERS)).json()
+        canceled_emu = (
+            await c.get("/tasks", params={"status": "SUCCEEDED"}, headers=HEADERS)
+        ).json()
         assert canceled_emu["total"] == 2
-        by_model = (await c.get("/tasks", params={"model_name": "wan2.6-r2v"}, headers=HEADERS)).json()
+        by_model = (
+            await c.get("/tasks", params={"model_name": "wan2.6-r2v"}, headers=HEADERS)
+        ).json()
         assert [r["model_name"] for r in by_model["data"]] == ["wan2.6-r2v"]
         by_id = (await c.get("/tasks", params={"task_id": a}, headers=HEADERS)).json()
         assert [r["task_id"] for r in by_id["data"]] == [a]

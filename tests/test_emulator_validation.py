@@ -128,7 +128,9 @@ async def test_bad_json_is_400(client: httpx.AsyncClient) -> None:
 @pytest.mark.anyio
 async def test_unknown_model_is_400(client: httpx.AsyncClient) -> None:
     """An unknown model: 400 InvalidParameter 'Model not exist.'."""
-    expect(await create(client, body(model="wan2.5-r2v")), 400, "InvalidParameter", "Model not exist")
+    expect(
+        await create(client, body(model="wan2.5-r2v")), 400, "InvalidParameter", "Model not exist"
+    )
 
 
 @pytest.mark.anyio
@@ -299,7 +301,9 @@ async def test_unknown_oss_reference_is_data_inspection(client: httpx.AsyncClien
 
 
 @pytest.mark.anyio
-async def test_unreachable_reference_fails_the_task(client: httpx.AsyncClient, emu: Emulator) -> None:
+async def test_unreachable_reference_fails_the_task(
+    client: httpx.AsyncClient, emu: Emulator
+) -> None:
     """A reference on a host ending in .invalid: 200, then FAILED DataInspection."""
     out = await final(client, emu, await create(client, body(refs=["https://gone.invalid/a.mp4"])))
     assert out["output"]["task_status"] == "FAILED"

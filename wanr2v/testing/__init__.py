@@ -14,6 +14,8 @@ Starlette and uvicorn (the ``emulator`` extra) are imported only when an app is 
 or served, so importing this package costs neither.
 """
 
+import contextlib as _contextlib
+
 from wanr2v.testing._clock import Clock, ManualClock, ScaledClock
 from wanr2v.testing._config import EmulatorConfig, GenerationTime, Quotas, RegionConfig
 from wanr2v.testing._emulator import Emulator
@@ -48,8 +50,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("wanr2v.testing._"):
-        try:
+        with _contextlib.suppress(AttributeError, TypeError):  # type aliases refuse
             _obj.__module__ = "wanr2v.testing"
-        except (AttributeError, TypeError):  # pragma: no cover - type aliases
-            pass
 del _name, _obj

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,11 +44,11 @@ _ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 _CREATE_PATH = "/services/aigc/video-generation/video-synthesis"
 
 
-class ConnectionDropped(Exception):  # noqa: N818 - named for what the client sees
+class ConnectionDropped(Exception):
     """Raised in process (no socket to close) where a connection is dropped."""
 
 
-class ConnectionHung(Exception):  # noqa: N818 - named for what the client sees
+class ConnectionHung(Exception):
     """Raised in process where the server would stay silent for ``seconds``."""
 
     def __init__(self, seconds: float) -> None:
@@ -79,7 +80,9 @@ def _region(request: Request) -> str:
     return str(request.scope["wanr2v.region"])
 
 
-def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], tuple[str, bytes] | None]:
+def _parse_multipart(
+    content_type: str, body: bytes
+) -> tuple[dict[str, str], tuple[str, bytes] | None]:
     """Parse a ``multipart/form-data`` body: text fields, and the ``file`` field."""
     boundary = ""
     for part in content_type.split(";")[1:]:
@@ -124,11 +127,15 @@ def _routes(emu: Emulator) -> list[Route]:
 
     async def query(request: Request) -> Response:
         return _answer(
-            emu.query(_region(request), request.headers, request.path_params["task_id"], _origin(request))
+            emu.query(
+                _region(request), request.headers, request.path_params["task_id"], _origin(request)
+            )
         )
 
     async def cancel(request: Request) -> Response:
-        return _answer(emu.cancel(_region(request), request.headers, request.path_params["task_id"]))
+        return _answer(
+            emu.cancel(_region(request), request.headers, request.path_params["task_id"])
+        )
 
     async def list_tasks(request: Request) -> Response:
         qs = request.scope["query_string"].decode("latin-1")
@@ -139,12 +146,28 @@ def _routes(emu: Emulator) -> list[Route]:
         return _answer(emu.get_policy(_region(request), request.headers, qs, _origin(request)))
 
     async def url_error(request: Request) -> Response:
-        return _answer(Answer(400, {"request_id": emu.new_request_id(), "code": _rules.URL_ERROR[0],
-                                    "message": _rules.URL_ERROR[1]}))
+        return _answer(
+            Answer(
+                400,
+                {
+                    "request_id": emu.new_request_id(),
+                    "code": _rules.URL_ERROR[0],
+                    "message": _rules.URL_ERROR[1],
+                },
+            )
+        )
 
     async def not_found(request: Request) -> Response:
-        return _answer(Answer(404, {"request_id": emu.new_request_id(), "code": _rules.NOT_FOUND[0],
-                                    "message": _rules.NOT_FOUND[1]}))
+        return _answer(
+            Answer(
+                404,
+                {
+                    "request_id": emu.new_request_id(),
+                    "code": _rules.NOT_FOUND[0],
+                    "message": _rules.NOT_FOUND[1],
+                },
+            )
+        )
 
     def _record(host: str, request: Request) -> None:
         emu.record_host_request(
@@ -176,7 +199,9 @@ def _routes(emu: Emulator) -> list[Route]:
     # --- admin ---------------------------------------------------------------
 
     def _json(data: Any, status: int = 200) -> Response:
-        return Response(json.dumps(data, default=str).encode(), status, media_type="application/json")
+        return Response(
+            json.dumps(data, default=str).encode(), status, media_type="application/json"
+        )
 
     async def admin_stats(request: Request) -> Response:
         import attrs
@@ -192,7 +217,12 @@ def _routes(emu: Emulator) -> list[Route]:
         host = request.query_params.get("host")
         return _json(
             [
-                {"host": r.host, "method": r.method, "path": r.path, "headers": [list(h) for h in r.headers]}
+                {
+                    "host": r.host,
+                    "method": r.method,
+                    "path": r.path,
+                    "headers": [list(h) for h in r.headers],
+                }
                 for r in emu.host_requests(host)
             ]
         )
@@ -335,7 +365,9 @@ class _EmulatorASGI:
             status, code, message = rule.error()
             headers: tuple[tuple[str, str], ...] = ()
             if status == 429:
-                retry_after = rule.retry_after if rule.retry_after is not None else _rules.RETRY_AFTER_S
+                retry_after = (
+                    rule.retry_after if rule.retry_after is not None else _rules.RETRY_AFTER_S
+                )
                 headers = (("retry-after", f"{retry_after:g}"),)
             body = {"request_id": emu.new_request_id(), "code": code, "message": message}
             await _answer(Answer(status, body, headers))(scope, receive, send)
@@ -363,7 +395,9 @@ class _EmulatorASGI:
             return True
         elif kind is FaultKind.HANG:
             emu.count(endpoint, 0)
-            await self._hang(rule.delay if rule.delay is not None else DEFAULT_HANG_S, receive, send)
+            await self._hang(
+                rule.delay if rule.delay is not None else DEFAULT_HANG_S, receive, send
+            )
             return True
         return False
 
@@ -375,7 +409,7 @@ class _EmulatorASGI:
         cycle.disconnected = True
         cycle.keep_alive = False
         cycle.transport.abort()
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     async def _hang(self, seconds: float, receive: Receive, send: Send) -> None:
         if _socket_of(send) is None:

@@ -24,8 +24,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
             prog="python -m wanr2v.testing",
             description="Serve an emulator of the DashScope Wan 2.6 reference-to-video API.",
         )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port; 0 picks a free one (default: %(default)s)"
+    )
     parser.add_argument(
         "--time-scale",
         type=float,
@@ -61,7 +65,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="store_true",
         help="answer 429 Throttling.AllocationQuota past 5 running tasks instead of queueing",
     )
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: %(default)s)")
+    parser.add_argument(
+        "--log-level", default="warning", help="uvicorn log level (default: %(default)s)"
+    )
     return parser
 
 

@@ -166,7 +166,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config = config or EmulatorConfig()
         self.clock: Clock = config.clock or ScaledClock(config.time_scale)
-        self.seed: int = config.seed if config.seed is not None else random.SystemRandom().randrange(2**32)
+        self.seed: int = (
+            config.seed if config.seed is not None else random.SystemRandom().randrange(2**32)
+        )
         self.faults = Faults(self.seed)
         self._lock = threading.RLock()
         self._secret = hashlib.sha256(f"wanr2v-emulator-{self.seed}".encode()).digest()
@@ -371,7 +373,9 @@ class Emulator:
             return None
         return _rules.OPEN_ACCOUNT, key
 
-    def _rate_ok(self, region: _Region, bucket: tuple[str, ...], limit: int | None, now: float) -> bool:
+    def _rate_ok(
+        self, region: _Region, bucket: tuple[str, ...], limit: int | None, now: float
+    ) -> bool:
         """Sliding one-second window on the emulator clock."""
         if limit is None:
             return True
@@ -473,7 +477,9 @@ class Emulator:
                 )
             now = self.clock.now()
             self._advance_locked(now)
-            if not self._rate_ok(region, ("create", account, model), region.quotas.create_per_s, now):
+            if not self._rate_ok(
+                region, ("create", account, model), region.quotas.create_per_s, now
+            ):
                 return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
             try:
                 req = validate(
@@ -530,7 +536,9 @@ class Emulator:
                 {"request_id": rid, "output": {"task_id": task.task_id, "task_status": "PENDING"}},
             )
 
-    def query(self, region_name: str, headers: Mapping[str, str], task_id: str, origin: str) -> Answer:
+    def query(
+        self, region_name: str, headers: Mapping[str, str], task_id: str, origin: str
+    ) -> Answer:
         """``GET tasks/{task_id}``."""
         rid = self.new_request_id()
         with self._lock:
@@ -546,7 +554,8 @@ class Emulator:
             task = region.tasks.get(task_id)
             if task is None or task.account != account or now - task.submit >= self.config.task_ttl:
                 return Answer(
-                    200, {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
+                    200,
+                    {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}},
                 )
             status = task.status(now)
             out: dict[str, Any] = {
@@ -652,20 +661,25 @@ class Emulator:
             want_id = params.get("task_id") or None
             want_model = params.get("model_name") or None
             want_status = (params.get("status") or "").upper() or None
-            rows = []
-            for task in reversed(region.tasks.values()):
+            if want_id is not None:
+                one = region.tasks.get(want_id)
+                candidates: Any = () if one is None else (one,)
+            else:
+                candidates = reversed(region.tasks.values())
+            first, stop = (page_no - 1) * page_size, page_no * page_size
+            total = 0
+            page = []
+            for task in candidates:
                 if task.account != account or not start <= task.submit <= end:
-                    continue
-                if want_id is not None and task.task_id != want_id:
                     continue
                 if want_model is not None and task.model != want_model:
                     continue
-                status = task.status(now)
+                status = task.status(now) if want_status is not None else ""
                 if want_status is not None and status != want_status:
                     continue
-                rows.append((task, status))
-            total = len(rows)
-            page = rows[(page_no - 1) * page_size : page_no * page_size]
+                if first <= total < stop:
+                    page.append((task, status or task.status(now)))
+                total += 1
             data = [
                 {
                     "task_id": t.task_id,
@@ -695,7 +709,9 @@ class Emulator:
     # --- uploads -----------------------------------------------------------
 
     def _sign(self, text: str) -> str:
-        return base64.b64encode(hmac.new(self._secret, text.encode(), hashlib.sha1).digest()).decode()
+        return base64.b64encode(
+            hmac.new(self._secret, text.encode(), hashlib.sha1).digest()
+        ).decode()
 
     def get_policy(
         self, region_name: str, headers: Mapping[str, str], query_string: str, origin: str
@@ -776,7 +792,9 @@ class Emulator:
         with self._lock:
             now = self.clock.now()
             if now >= meta["expires"]:
-                return _oss_error(403, "AccessDenied", "Invalid according to Policy: Policy expired.", rid)
+                return _oss_error(
+                    403, "AccessDenied", "Invalid according to Policy: Policy expired.", rid
+                )
             if not key.startswith(upload_dir + "/"):
                 return _oss_error(
                     403,
@@ -786,11 +804,21 @@ class Emulator:
                 )
             if file is None:
                 return _oss_error(400, "InvalidArgument", "The file field is missing.", rid)
-            name, data = file
+            _, data = file
             if len(data) > _rules.MAX_FILE_SIZE_MB * 1024 * 1024:
-                return _oss_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.", rid)
-            if fields.get("x-oss-forbid-overwrite", "false").lower() == "true" and key in self._uploads:
-                return _oss_error(409, "FileAlreadyExists", "The object you specified already exists.", rid)
+                return _oss_error(
+                    400,
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed size.",
+                    rid,
+                )
+            if (
+                fields.get("x-oss-forbid-overwrite", "false").lower() == "true"
+                and key in self._uploads
+            ):
+                return _oss_error(
+                    409, "FileAlreadyExists", "The object you specified already exists.", rid
+                )
             self._uploads[key] = _Upload(
                 region=meta["region"],
                 model=meta["model"],
@@ -842,7 +870,9 @@ class Emulator:
             try:
                 expires = int(params.get("Expires", ""))
             except ValueError:
-                return _oss_error(403, "AccessDenied", "Anonymous access is forbidden for this operation.", rid)
+                return _oss_error(
+                    403, "AccessDenied", "Anonymous access is forbidden for this operation.", rid
+                )
             if force_expired or now > expires:
                 return _oss_error(
                     403,
@@ -909,7 +939,9 @@ def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise Invalid(400, _rules.INVALID_PARAMETER, f"{name} must be a positive integer, got {raw!r}.")
+        raise Invalid(
+            400, _rules.INVALID_PARAMETER, f"{name} must be a positive integer, got {raw!r}."
+        )
     return value
 
 

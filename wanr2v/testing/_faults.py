@@ -127,7 +127,9 @@ class FaultRule:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the rule as plain JSON-ready data."""
-        return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in attrs.asdict(self).items()}
+        return {
+            k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in attrs.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FaultRule:

@@ -261,11 +261,11 @@ def make_mp4(duration_s: float) -> bytes:
             struct.pack(">IIII", 0, 0, _TIMESCALE, media_duration),
             struct.pack(">HH", 0x55C4, 0),  # language "und"
         )
-        hdlr = _full_box(
-            b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\x00"
-        )
+        hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\x00")
         vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
-        dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))
+        dinf = _box(
+            b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1))
+        )
         minf = _box(b"minf", vmhd, dinf, stbl(chunk_offset))
         mdia = _box(b"mdia", mdhd, hdlr, minf)
         return _box(b"moov", mvhd, _box(b"trak", tkhd, mdia))

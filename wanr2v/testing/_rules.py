@@ -154,9 +154,15 @@ INPUT_SHARE_STEP_S: Final = 0.05
 INVALID_API_KEY: Final = ("InvalidApiKey", "Invalid API-key provided.")
 SYNC_NOT_SUPPORTED: Final = ("AccessDenied", "current user api does not support synchronous calls")
 URL_ERROR: Final = ("InvalidParameter", "url error, please check url!")
-BAD_JSON: Final = ("InvalidParameter", "Required body invalid, please check the request body format.")
+BAD_JSON: Final = (
+    "InvalidParameter",
+    "Required body invalid, please check the request body format.",
+)
 MODEL_NOT_EXIST: Final = ("InvalidParameter", "Model not exist.")
-RATE_QUOTA: Final = ("Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+RATE_QUOTA: Final = (
+    "Throttling.RateQuota",
+    "Requests rate limit exceeded, please try again later.",
+)
 ALLOCATION_QUOTA: Final = (
     "Throttling.AllocationQuota",
     "Allocated quota exceeded, please increase your quota limit.",

@@ -98,7 +98,9 @@ class EmulatorServer:
             except BaseException as exc:  # pragma: no cover - reported by start()
                 self._error = exc
 
-        self._thread = threading.Thread(target=run, name=f"wanr2v-emulator:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=run, name=f"wanr2v-emulator:{self.port}", daemon=True
+        )
         self._thread.start()
         ready = threading.Event()
         for _ in range(int(timeout / 0.005)):
