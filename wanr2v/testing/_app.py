@@ -73,7 +73,7 @@ def _origin(request: Request) -> str:
     if not host:
         server = request.scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"
-    return f"{request.url.scheme}://{host}"
+    return f"{request.scope.get('scheme', 'http')}://{host}"
 
 
 def _region(request: Request) -> str:

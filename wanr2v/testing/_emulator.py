@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import collections
 import datetime as dt
+import functools
 import hashlib
 import heapq
 import hmac
@@ -136,6 +137,7 @@ def _oss_error(status: int, code: str, message: str, request_id: str, **extra: s
     return Answer(status, xml.encode(), (("x-oss-request-id", request_id),), "application/xml")
 
 
+@functools.lru_cache(maxsize=65536)
 def format_time(t: float) -> str:
     """Format emulator time as the vendor does: ``YYYY-MM-DD HH:mm:ss.SSS`` (UTC+8)."""
     d = dt.datetime.fromtimestamp(t, _rules.TIMEZONE)
