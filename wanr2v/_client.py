@@ -95,6 +95,7 @@ class AsyncWanClient:
         limits: the account's :class:`Limits` (rates, tasks in flight, connections).
         governor: a :class:`Governor` shared with other clients of the same account.
         poll_policy: how :meth:`wait` spaces its queries.
+        retry_policy: backoff of safe retries (``max_retries`` overrides its count).
         reconcile: when a create's answer is lost, look the task up before anything else
             (default ``True``); see :meth:`async_call`.
         reconcile_grace: seconds to let a lost create land before the lookup.
@@ -115,6 +116,7 @@ class AsyncWanClient:
         limits: Limits | None = None,
         governor: Governor | None = None,
         poll_policy: PollPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
         reconcile: bool = True,
         reconcile_grace: float = 2.0,
         allow_insecure: bool = False,
@@ -136,7 +138,11 @@ class AsyncWanClient:
                 max_keepalive_connections=self.limits.max_connections,
             ),
         )
-        self._retry = RetryPolicy(max_retries=max_retries)
+        self._retry = (
+            attrs.evolve(retry_policy, max_retries=max_retries)
+            if retry_policy is not None and max_retries != _config.DEFAULT_MAX_RETRIES
+            else retry_policy or RetryPolicy(max_retries=max_retries)
+        )
         self.workspace = workspace
         self._keys: dict[str, str] = {}
         self._sessions: dict[str, ApiSession] = {}

@@ -24,6 +24,7 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal
@@ -149,6 +150,14 @@ class GovernorStatistics:
     throttled_total: int
 
 
+def _now() -> float:
+    """The event loop's clock, or the monotonic clock outside any loop."""
+    try:
+        return anyio.current_time()
+    except RuntimeError:  # NoEventLoopError: e.g. statistics() from sync code
+        return time.monotonic()
+
+
 class _Bucket:
     """A token bucket granting in priority order, with AIMD on 429."""
 
@@ -161,7 +170,7 @@ class _Bucket:
         self.clock = clock
         self.capacity = 1.0
         self.tokens = 1.0
-        self.updated = clock()
+        self.updated: float | None = None  # set at first use: no event loop needed to build
         self.paused_until = 0.0
         self.last_decrease = -math.inf
         self.granted = 0
@@ -173,6 +182,8 @@ class _Bucket:
     def _refill(self, now: float) -> None:
         if self.base is None or self.rate is None:
             return
+        if self.updated is None:
+            self.updated = now
         if self.rate < self.base:
             # Additive increase: linear recovery since the last decrease.
             elapsed = now - max(self.last_decrease, self.updated)
@@ -199,10 +210,10 @@ class _Bucket:
                     now = self.clock()
                     self._refill(now)
                     wait = max(0.0, self.paused_until - now)
-                    if self.tokens < 1.0:
+                    if self.tokens < 1.0 - 1e-9:  # float dust must not spin the loop
                         assert self.rate is not None
                         wait = max(wait, (1.0 - self.tokens) / self.rate)
-                    if wait <= 0:
+                    if wait <= 1e-9:
                         self.tokens -= 1.0
                         self.granted += 1
                         heapq.heappop(self._heap)
@@ -267,6 +278,10 @@ class _Bucket:
         )
 
 
+def _safe(rate: float | None) -> float | None:
+    return None if rate is None else rate * SAFETY
+
+
 class Governor:
     """Paces creates, queries, lists, cancels and upload policies for one account.
 
@@ -281,8 +296,8 @@ class Governor:
 
     def __init__(self, limits: Limits | None = None, *, clock: Callable[[], float] | None = None):
         self.limits = limits or Limits()
-        self._clock = clock or anyio.current_time
-        self._buckets = {k: _Bucket(self.limits.rate_for(k), self._clock) for k in KINDS}
+        self._clock = clock or _now
+        self._buckets = {k: _Bucket(_safe(self.limits.rate_for(k)), self._clock) for k in KINDS}
         self._http = anyio.CapacityLimiter(self.limits.max_connections)
         n = self.limits.max_in_flight
         self._tasks = anyio.Semaphore(n) if n is not None else None
