@@ -99,6 +99,7 @@ class AsyncWanClient:
         reconcile: when a create's answer is lost, look the task up before anything else
             (default ``True``); see :meth:`async_call`.
         reconcile_grace: seconds to let a lost create land before the lookup.
+        reconcile_wait: seconds to wait for a candidate task to show its prompt.
         allow_insecure: allow plain ``http://`` to a host that is not loopback (the key
             would cross the network in clear).
     """
@@ -119,6 +120,7 @@ class AsyncWanClient:
         retry_policy: RetryPolicy | None = None,
         reconcile: bool = True,
         reconcile_grace: float = 2.0,
+        reconcile_wait: float = 900.0,
         allow_insecure: bool = False,
     ) -> None:
         key = _config.resolve_api_key(api_key)
@@ -157,6 +159,7 @@ class AsyncWanClient:
         )
         self.reconcile_enabled = reconcile
         self.reconcile_grace = reconcile_grace
+        self.reconcile_wait = reconcile_wait
         self._claimed: set[str] = set()
         self._reconcile_lock = anyio.Lock()
         self._created = 0

@@ -9,8 +9,11 @@ The guarantee and its limits (also in docs/errors.md):
 - Exactly one match: it is adopted; nothing is sent again.
 - No unclaimed task at all after a complete listing, once the grace period has
   passed: the service provably made nothing, and the create is sent once more.
-- Anything else (several matches, a task whose prompt the service does not show, a
-  listing that failed): :class:`SubmitOutcomeUnknownError` with the candidates.
+- A candidate whose prompt the service does not show yet (it shows it once a task is
+  final) is waited for, up to ``reconcile_wait`` seconds; one that ends FAILED or
+  CANCELED is ignored, since failed tasks are not billed.
+- Anything else (several matches, a prompt never shown, a listing that failed):
+  :class:`SubmitOutcomeUnknownError` with the candidates.
 
 What it cannot see: a create that commits on the service *after* the grace period
 and the listing (a server stuck for longer than ``reconcile_grace``), and another
@@ -21,6 +24,8 @@ shared journal. Both would be needed for a duplicate.
 from __future__ import annotations
 
 import math
+
+import anyio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,22 @@ if TYPE_CHECKING:
     from ._client import AsyncWanClient
 
 PROMPT_LIMIT = 1500
+
+
+async def _compare(client: AsyncWanClient, task_id: str, base_url: str | None, prompt: str) -> str:
+    """``match``, ``other`` (not ours, or failed: free, so harmless), ``wait`` (prompt not
+    shown yet) or ``unverified`` (could not be read)."""
+    try:
+        result = await client._fetch(task_id, base_url, priority=-math.inf)
+    except WanError:
+        return "unverified"
+    if result.orig_prompt is not None:
+        return "match" if result.orig_prompt[:PROMPT_LIMIT] == prompt else "other"
+    if result.status in (TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.UNKNOWN):
+        return "other"  # failed and canceled tasks are not billed: no money at stake
+    if result.status is TaskStatus.SUCCEEDED:
+        return "unverified"
+    return "wait"
 
 
 async def find_lost_task(
@@ -60,16 +81,27 @@ async def find_lost_task(
         raise error from exc
     matches: list[str] = []
     unverified: list[str] = []
+    pending: list[str] = []
     for task_id in unclaimed:
-        try:
-            result = await client._fetch(task_id, base_url, priority=-math.inf)
-        except WanError:
-            unverified.append(task_id)
-            continue
-        if result.orig_prompt is None:
-            unverified.append(task_id)
-        elif result.orig_prompt[:PROMPT_LIMIT] == prompt:
-            matches.append(task_id)
+        verdict = await _compare(client, task_id, base_url, prompt)
+        {"match": matches, "unverified": unverified, "wait": pending}.get(verdict, []).append(
+            task_id
+        )
+    if pending:
+        # The service shows a task's prompt once it is final: wait for those that are not
+        # (sharing the scheduler's polls), up to ``reconcile_wait``.
+        async def settle(task_id: str) -> None:
+            with anyio.move_on_after(client.reconcile_wait):
+                await client.scheduler.wait(task_id, base_url)
+            verdict = await _compare(client, task_id, base_url, prompt)
+            if verdict == "match":
+                matches.append(task_id)
+            elif verdict != "other":
+                unverified.append(task_id)
+
+        async with anyio.create_task_group() as tg:
+            for task_id in pending:
+                tg.start_soon(settle, task_id)
     if len(matches) == 1 and not unverified:
         session = client._session_for(base_url)
         return Task(

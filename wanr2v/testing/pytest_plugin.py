@@ -11,12 +11,13 @@ without the ``emulator`` extra can still run pytest with this plugin installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from wanr2v import AsyncWanClient
     from wanr2v.testing import Emulator, EmulatorConfig
 
 #: Default speed: one real second is 60 emulator seconds, so a task takes 1-3 s.
@@ -50,3 +51,13 @@ def wan_emulator(wan_emulator_config: EmulatorConfig) -> Iterator[Emulator]:
 # --- wan_client -------------------------------------------------------------
 # RESERVED: the ``wan_client`` fixture (an AsyncWanClient wired to ``wan_emulator``)
 # is added here by the client's author.
+
+
+@pytest.fixture
+async def wan_client(wan_emulator: Emulator) -> AsyncIterator[AsyncWanClient]:
+    """An :class:`~wanr2v.AsyncWanClient` wired to ``wan_emulator`` (limits and polling
+    scaled to its clock); use it in ``@pytest.mark.anyio`` tests."""
+    from wanr2v.testing._client import client_for
+
+    async with client_for(wan_emulator) as client:
+        yield client
