@@ -72,8 +72,15 @@ async def _append(out: list[wanr2v.TaskResult], coro: object) -> None:
 
 async def test_wait_raises_typed_failed(wan_client: AsyncWanClient, wan_emulator: Emulator) -> None:
     """A task that ends FAILED raises TaskFailedError with its code and task id."""
-    wan_emulator.faults.add(FaultRule(kind=FaultKind.FAIL_TASK, endpoint=Endpoint.CREATE, count=1,
-                                      code="InternalError.Algo", message="algo broke"))
+    wan_emulator.faults.add(
+        FaultRule(
+            kind=FaultKind.FAIL_TASK,
+            endpoint=Endpoint.CREATE,
+            count=1,
+            code="InternalError.Algo",
+            message="algo broke",
+        )
+    )
     task = await wan_client.async_call(**FIELDS)
     with pytest.raises(wanr2v.TaskFailedError) as ei:
         await wan_client.wait(task)
@@ -110,14 +117,18 @@ async def test_wait_timeout_and_fail_after(wan_client: AsyncWanClient) -> None:
 async def test_list_tasks_against_emulator(wan_client: AsyncWanClient) -> None:
     """list_tasks sees the tasks this key made."""
     made = {(await wan_client.async_call(**{**FIELDS, "seed": i})).task_id for i in range(3)}
-    listed = {t.task_id async for t in await wan_client.list_tasks(model=FIELDS["model"], page_size=2)}
+    listed = {
+        t.task_id async for t in await wan_client.list_tasks(model=FIELDS["model"], page_size=2)
+    }
     assert made <= listed
 
 
 async def test_read_timeout_create_reconciled_no_duplicate() -> None:
     """A create dropped after commit is found by reconciliation: one task, no duplicate."""
     with serve(EmulatorConfig(time_scale=60, generation_time=(60, 120), seed=3)) as emu:
-        emu.faults.add(FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1))
+        emu.faults.add(
+            FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1)
+        )
         async with client_for(emu, reconcile_grace=0.05) as c:
             task = await c.async_call(**FIELDS)
             result = await c.wait(task)

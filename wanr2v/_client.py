@@ -19,6 +19,7 @@ import attrs
 import httpx
 
 from . import _config
+from ._batch import BatchItem, BatchRunner, CancelPolicy, Requests
 from ._events import EventHub, TaskEvent
 from ._exceptions import (
     ConfigurationError,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
     from ._files import Downloader, Uploader
+    from .journal import JournalStore
 
 __all__ = ["AsyncWanClient", "ClientStatistics"]
 
@@ -573,6 +575,66 @@ class AsyncWanClient:
                 return
             page_no += 1
 
+    # --- batches ------------------------------------------------------------------------
+
+    async def run_many(
+        self,
+        requests: Requests,
+        *,
+        journal: JournalStore | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        on_cancel: CancelPolicy = "detach",
+    ) -> list[BatchItem]:
+        """Run many requests at once under the governor; outcomes in input order.
+
+        ``requests`` is a list (keys are indexes) or a mapping (keys are yours) of
+        :class:`VideoRequest` or field dicts. Each outcome holds a result or an error;
+        one failure does not cancel the rest unless ``fail_fast``. Never more than
+        ``Limits.max_in_flight`` tasks are in flight. With a ``journal``, every
+        submission is recorded before its create is sent (see :meth:`resume`).
+
+        Args:
+            on_cancel: when your scope is cancelled, ``"detach"`` leaves remote tasks
+                running; ``"cancel_pending"`` cancels those still PENDING.
+        """
+        runner = BatchRunner(
+            self, journal=journal, download_to=download_to, fail_fast=fail_fast, on_cancel=on_cancel
+        )
+        return await runner.run(requests)
+
+    def as_completed(
+        self,
+        requests: Requests,
+        *,
+        journal: JournalStore | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        on_cancel: CancelPolicy = "detach",
+    ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
+        """Like :meth:`run_many`, yielding each outcome as it completes::
+
+        async with client.as_completed(requests) as results:
+            async for item in results:
+                print(item.key, item.ok)
+        """
+        runner = BatchRunner(
+            self, journal=journal, download_to=download_to, fail_fast=fail_fast, on_cancel=on_cancel
+        )
+        return runner.as_completed(requests)
+
+    async def resume(
+        self,
+        journal: JournalStore,
+        *,
+        download_to: str | os.PathLike[str] | None = None,
+        on_cancel: CancelPolicy = "detach",
+    ) -> list[BatchItem]:
+        """Finish a journaled batch after a crash: poll the tasks it knows, reconcile
+        creates whose answer was lost (never re-sending one that exists), download."""
+        runner = BatchRunner(self, journal=journal, download_to=download_to, on_cancel=on_cancel)
+        return await runner.resume()
+
     # --- files --------------------------------------------------------------------------
 
     async def get_upload_policy(self, model: str) -> UploadPolicy:
@@ -655,7 +717,11 @@ class AsyncWanClient:
 
 def raise_for_status(result: TaskResult) -> TaskResult:
     """Return a SUCCEEDED (or unfinished) result; raise the typed error of a bad end."""
-    common: dict[str, Any] = {"task_id": result.task_id, "request_id": result.request_id, "result": result}
+    common: dict[str, Any] = {
+        "task_id": result.task_id,
+        "request_id": result.request_id,
+        "result": result,
+    }
     if result.status is TaskStatus.FAILED:
         raise TaskFailedError(
             f"Task {result.task_id} FAILED: {result.code or 'no code'}: "

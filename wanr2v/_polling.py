@@ -208,6 +208,11 @@ class PollScheduler:
             if w.waiters == 0 and (w.final is not None or w.error is not None):
                 self._watches.pop(task_id, None)
 
+    def last_status(self, task_id: str) -> TaskStatus | None:
+        """The last status seen for a watched task (``None`` when not watched)."""
+        w = self._watches.get(task_id)
+        return w.status if w is not None else None
+
     def statistics(self) -> SchedulerStatistics:
         ws = self._watches.values()
         return SchedulerStatistics(

@@ -1,0 +1,491 @@
+"""Many tasks at once: ``run_many``, ``as_completed`` and journaled, resumable batches.
+
+Every item goes through the same steps: record (journal) → upload local files →
+create (safe create: reconcile a lost answer, never a blind duplicate) → wait
+(through the client's one poll scheduler) → download (optional). Backpressure: an
+item takes one of the governor's task slots before its create and keeps it until
+its task is final, so no more than ``Limits.max_in_flight`` tasks are ever in
+flight. One item's failure is its own outcome; the others go on (unless
+``fail_fast``).
+
+When the caller's scope is cancelled, ``on_cancel`` says what becomes of the remote
+tasks: ``"detach"`` leaves them running (a journal still knows them: ``resume``
+picks them up), ``"cancel_pending"`` cancels those still PENDING (not billed) and
+detaches the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import attrs
+
+from ._exceptions import (
+    SubmitOutcomeUnknownError,
+    TaskError,
+    UnsupportedOperationError,
+    WanError,
+)
+from ._models import Task, TaskResult, TaskStatus, VideoRequest
+from ._wire import fingerprint
+from .journal import (
+    JournalStore,
+    SubmissionRecord,
+    SubmissionState,
+    result_to_dict,
+)
+
+if TYPE_CHECKING:
+    from ._client import AsyncWanClient
+
+__all__ = ["BatchItem", "BatchRunner", "BatchSummary", "CancelPolicy"]
+
+logger = logging.getLogger("wanr2v")
+
+CancelPolicy = Literal["detach", "cancel_pending"]
+
+
+@attrs.frozen(kw_only=True)
+class BatchItem:
+    """The outcome of one batch item: a result or an error, never both.
+
+    Attributes:
+        key: the item's key (its index, or the mapping key / batch_key given).
+        request: the request.
+        task: the created task, when one was created (or adopted).
+        result: the final result (any final status) when the task got that far.
+        error: the error that ended the item (``TaskFailedError`` for a FAILED task).
+        path: where the video was saved, when downloading.
+    """
+
+    key: Any
+    request: VideoRequest | None
+    task: Task | None = None
+    result: TaskResult | None = None
+    error: BaseException | None = None
+    path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.result is not None and self.result.succeeded
+
+
+@attrs.frozen(kw_only=True)
+class BatchSummary:
+    """Counts of a finished batch."""
+
+    total: int
+    succeeded: int
+    failed: int
+    downloaded: int
+    wall_seconds: float
+    estimated_cost_usd: float
+
+
+Requests = (
+    Iterable[VideoRequest | Mapping[str, Any]] | Mapping[Any, VideoRequest | Mapping[str, Any]]
+)
+
+
+def _items(requests: Requests) -> list[tuple[Any, VideoRequest]]:
+    pairs: Iterable[tuple[Any, Any]]
+    pairs = requests.items() if isinstance(requests, Mapping) else enumerate(requests)
+    out = []
+    for key, req in pairs:
+        out.append((key, req if isinstance(req, VideoRequest) else VideoRequest(**req)))
+    return out
+
+
+class BatchRunner:
+    """Runs items through the client, optionally journaled and downloading.
+
+    Args:
+        client: the client (its governor and scheduler are shared by all items).
+        journal: a :class:`~wanr2v.journal.JournalStore`; every submission is recorded
+            before its create is sent, so a crashed batch resumes without paying twice.
+        download_to: a folder to save each video into as soon as it succeeds.
+        fail_fast: cancel the rest at the first error.
+        on_cancel: what becomes of remote tasks when the caller's scope is cancelled.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWanClient,
+        *,
+        journal: JournalStore | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+        on_cancel: CancelPolicy = "detach",
+    ) -> None:
+        if on_cancel not in ("detach", "cancel_pending"):
+            raise ValueError(f"on_cancel must be 'detach' or 'cancel_pending', got {on_cancel!r}.")
+        self.client = client
+        self.journal = journal
+        self.download_to = Path(download_to) if download_to is not None else None
+        self.fail_fast = fail_fast
+        self.on_cancel = on_cancel
+        self._workers: anyio.CancelScope | None = None
+        self._live: dict[str, Task] = {}
+
+    # --- entry points ---------------------------------------------------------------
+
+    async def run(self, requests: Requests) -> list[BatchItem]:
+        """Run every request; return the outcomes in input order."""
+        pairs = _items(requests)
+        order = {key: i for i, (key, _) in enumerate(pairs)}
+        out: list[BatchItem] = []
+        async with self.as_completed(pairs) as results:
+            async for item in results:
+                out.append(item)
+        out.sort(key=lambda it: order.get(it.key, math.inf))
+        return out
+
+    @asynccontextmanager
+    async def as_completed(
+        self, requests: Requests | list[tuple[Any, VideoRequest]]
+    ) -> AsyncIterator[AsyncIterator[BatchItem]]:
+        """``async with runner.as_completed(reqs) as results: async for item in results``."""
+        pairs: list[tuple[Any, VideoRequest]] = (
+            requests if _is_pairs(requests) else _items(requests)  # type: ignore[assignment,arg-type]
+        )
+        jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]]
+        if self.journal is not None:
+            jobs = []
+            for key, req in pairs:
+                rec = await self.journal.add(SubmissionRecord.new(str(key), req))
+                jobs.append((key, req, rec))
+        else:
+            jobs = [(key, req, None) for key, req in pairs]
+        async with self._running(jobs) as stream:
+            yield stream
+
+    async def resume(self) -> list[BatchItem]:
+        """Finish every unfinished submission of the journal (after a crash, kill -9
+        included): poll known tasks, reconcile ambiguous creates, download results."""
+        if self.journal is None:
+            raise ValueError("resume needs a journal.")
+        records = await self.journal.list()
+        jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]] = [
+            (r.batch_key, None, r) for r in records
+        ]
+        out: list[BatchItem] = []
+        async with self._running(jobs) as results:
+            async for item in results:
+                out.append(item)
+        order = {r.batch_key: i for i, r in enumerate(records)}
+        out.sort(key=lambda it: order.get(it.key, math.inf))
+        return out
+
+    # --- machinery ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _running(
+        self, jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]]
+    ) -> AsyncIterator[AsyncIterator[BatchItem]]:
+        send, receive = anyio.create_memory_object_stream[BatchItem](math.inf)
+
+        async def produce() -> None:
+            async with send, anyio.create_task_group() as tg:
+                self._workers = tg.cancel_scope
+                for key, req, rec in jobs:
+                    if rec is not None and rec.is_terminal:
+                        await send.send(self._from_record(key, rec))
+                        continue
+                    tg.start_soon(self._one, key, req, rec, send.clone())
+
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(produce)
+                try:
+                    async with receive:
+                        yield _iterate(receive)
+                finally:
+                    outer.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        if self.on_cancel != "cancel_pending" or not self._live:
+            return
+        pending = [
+            t
+            for t in self._live.values()
+            if self.client.scheduler.last_status(t.task_id) is not TaskStatus.RUNNING
+        ]
+        if not pending:
+            return
+        logger.info("batch cancelled: cancelling %d PENDING task(s)", len(pending))
+        with anyio.move_on_after(30):
+            async with anyio.create_task_group() as tg:
+                for task in pending:
+                    tg.start_soon(self._cancel_quietly, task)
+
+    async def _cancel_quietly(self, task: Task) -> None:
+        try:
+            await self.client.cancel(task)
+            if self.journal is not None:
+                rec = await self.journal.get_by_task_id(task.task_id)
+                if rec is not None:
+                    await self.journal.update(
+                        rec.submission_id,
+                        state=SubmissionState.FAILED,
+                        status="CANCELED",
+                        error_type="TaskCanceledError",
+                        error_message="canceled when the batch was cancelled",
+                    )
+        except UnsupportedOperationError:
+            pass  # already running: it goes on, detached
+        except WanError as exc:
+            logger.warning("could not cancel %s: %s", task.task_id, exc)
+
+    def _from_record(self, key: Any, rec: SubmissionRecord) -> BatchItem:
+        """The outcome of a submission a previous run finished."""
+        err: BaseException | None = None
+        if rec.state is SubmissionState.FAILED:
+            err = WanError(rec.error_message or rec.error_type or "failed in an earlier run")
+        result = None
+        if rec.task_id and rec.status:
+            result = TaskResult(
+                task_id=rec.task_id,
+                status=TaskStatus.parse(rec.status),
+                raw_status=rec.status,
+                video_url=rec.video_url,
+                base_url=rec.base_url,
+                code=rec.error_code,
+            )
+        try:
+            request: VideoRequest | None = rec.video_request()
+        except (WanError, TypeError):
+            request = None
+        return BatchItem(
+            key=key,
+            request=request,
+            task=Task(task_id=rec.task_id, base_url=rec.base_url) if rec.task_id else None,
+            result=result,
+            error=err,
+            path=Path(rec.download_path) if rec.download_path else None,
+        )
+
+    async def _one(
+        self,
+        key: Any,
+        req: VideoRequest | None,
+        rec: SubmissionRecord | None,
+        send: Any,
+    ) -> None:
+        async with send:
+            item = await self._process(key, req, rec)
+            await send.send(item)
+            if self.fail_fast and item.error is not None and self._workers is not None:
+                logger.info("fail_fast: item %r failed; cancelling the rest", key)
+                self._workers.cancel()
+
+    async def _process(
+        self, key: Any, req: VideoRequest | None, rec: SubmissionRecord | None
+    ) -> BatchItem:
+        task: Task | None = None
+        result: TaskResult | None = None
+        try:
+            if rec is not None and req is None:
+                req = rec.video_request()
+            assert req is not None
+            async with self.client.governor.task_slot():
+                task = await self._ensure_task(key, req, rec)
+                self._live[task.task_id] = task
+                self.client.events.keys[task.task_id] = key
+                result = await self.client.wait(task, raise_on_failure=False)
+            # Final: no longer ours to cancel. (On cancellation the task stays in
+            # ``_live`` so that the cancel policy can act on it.)
+            self._live.pop(task.task_id, None)
+            await self._record_result(rec, result)
+            from ._client import raise_for_status
+
+            raise_for_status(result)
+            path = None
+            if self.download_to is not None:
+                path = await self.client.download(result, self.download_to)
+                await self._record(rec, state=SubmissionState.DOWNLOADED, download_path=str(path))
+            return BatchItem(key=key, request=req, task=task, result=result, path=path)
+        except WanError as exc:
+            if task is not None:
+                self._live.pop(task.task_id, None)
+            await self._record_error(rec, exc, task)
+            return BatchItem(key=key, request=req, task=task, result=result, error=exc)
+
+    async def _ensure_task(self, key: Any, req: VideoRequest, rec: SubmissionRecord | None) -> Task:
+        """The item's task: the journal's, a reconciled one, or a new create."""
+        client = self.client
+        if rec is not None:
+            rec = await self._refresh(rec)
+            if rec.task_id:
+                client.scheduler.register_submission(rec.task_id, rec.base_url)
+                return Task(
+                    task_id=rec.task_id,
+                    base_url=rec.base_url,
+                    region=rec.region,
+                    model=rec.model,
+                    submitted_at=rec.sent_at,
+                    fingerprint=rec.fingerprint,
+                )
+            if rec.state.needs_reconciliation and rec.body is not None:
+                found = await self._reconcile_record(rec)
+                if found is not None:
+                    return found
+        if rec is not None and rec.body is not None:
+            body: Mapping[str, Any] = rec.body
+            headers = _headers_for(body)
+        else:
+            body, headers = await client.prepare(req)
+        sid = rec.submission_id if rec is not None else None
+
+        async def on_sent(sent_at: float) -> None:
+            if rec is not None:
+                await self._record(
+                    rec,
+                    state=SubmissionState.SENDING,
+                    body=dict(body),
+                    fingerprint=fingerprint(body),
+                    sent_at=sent_at,
+                    attempts=(rec.attempts or 0) + 1,
+                )
+
+        claimed = self.journal.known_task_ids if self.journal is not None else None
+        task = await client.submit_body(
+            body, headers=headers, submission_id=sid, claimed=claimed, on_sent=on_sent
+        )
+        await self._record(
+            rec,
+            state=SubmissionState.CREATED,
+            task_id=task.task_id,
+            base_url=task.base_url,
+            region=task.region,
+            status=task.status.value,
+        )
+        return task
+
+    async def _reconcile_record(self, rec: SubmissionRecord) -> Task | None:
+        """A create sent before a crash, answer unknown: find its task or prove none."""
+        assert rec.body is not None
+        error = SubmitOutcomeUnknownError(
+            f"Submission {rec.submission_id} (key {rec.batch_key}) was sent before the "
+            "process stopped; its outcome is unknown.",
+            fingerprint=rec.fingerprint or fingerprint(rec.body),
+            submission_id=rec.submission_id,
+            sent_at=rec.sent_at,
+        )
+        await self._record(rec, state=SubmissionState.AMBIGUOUS)
+        claimed = self.journal.known_task_ids if self.journal is not None else None
+        task = await self.client.reconcile(
+            rec.body,
+            sent_at=rec.sent_at or time.time(),
+            error=error,
+            claimed=claimed,
+            base_url=rec.base_url,
+        )
+        if task is not None:
+            await self._record(
+                rec,
+                state=SubmissionState.CREATED,
+                task_id=task.task_id,
+                base_url=task.base_url,
+                region=task.region,
+            )
+        return task
+
+    async def _refresh(self, rec: SubmissionRecord) -> SubmissionRecord:
+        if self.journal is None:
+            return rec
+        fresh = await self.journal.get(rec.submission_id)
+        return fresh or rec
+
+    async def _record(self, rec: SubmissionRecord | None, **changes: Any) -> None:
+        if rec is None or self.journal is None:
+            return
+        await self.journal.update(rec.submission_id, **changes)
+
+    async def _record_result(self, rec: SubmissionRecord | None, result: TaskResult) -> None:
+        if rec is None or self.journal is None:
+            return
+        state = SubmissionState.SUCCEEDED if result.succeeded else SubmissionState.FAILED
+        changes: dict[str, Any] = {
+            "state": state,
+            "status": result.status.value,
+            "result": result_to_dict(result),
+        }
+        if result.video_url:
+            changes["video_url"] = result.video_url
+        if not result.succeeded:
+            changes.update(
+                error_type=f"Task{result.status.value.title()}",
+                error_code=result.code,
+                error_message=result.message,
+            )
+        await self.journal.update(rec.submission_id, **changes)
+
+    async def _record_error(
+        self, rec: SubmissionRecord | None, exc: WanError, task: Task | None
+    ) -> None:
+        if rec is None or self.journal is None:
+            return
+        fresh = await self._refresh(rec)
+        S = SubmissionState
+        if isinstance(exc, SubmitOutcomeUnknownError) or fresh.state is S.SENDING:
+            state = S.AMBIGUOUS  # resume reconciles it again
+        elif isinstance(exc, TaskError):
+            state = S.FAILED
+        elif fresh.state is S.SUCCEEDED:
+            state = S.SUCCEEDED  # e.g. the download failed: resume downloads again
+        elif fresh.task_id:
+            state = S.CREATED  # the task goes on: resume polls it
+        else:
+            state = S.FAILED
+        with anyio.CancelScope(shield=True):
+            await self.journal.update(
+                rec.submission_id,
+                state=state,
+                error_type=type(exc).__name__,
+                error_code=getattr(exc, "code", None),
+                error_message=str(exc)[:2000],
+            )
+
+
+def _is_pairs(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], VideoRequest) for p in value
+    )
+
+
+def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
+    inp = body.get("input")
+    refs = inp.get("reference_urls", []) if isinstance(inp, Mapping) else []
+    if any(isinstance(r, str) and r.startswith("oss://") for r in refs):
+        return {"X-DashScope-OssResourceResolve": "enable"}
+    return {}
+
+
+async def _iterate(receive: Any) -> AsyncIterator[BatchItem]:
+    async for item in receive:
+        yield item
+
+
+def summarize(items: Iterable[BatchItem], wall_seconds: float) -> BatchSummary:
+    """Counts and the estimated cost (vendor list prices) of a batch's outcomes."""
+    items = list(items)
+    cost = sum(it.request.estimated_cost_usd() for it in items if it.ok and it.request is not None)
+    return BatchSummary(
+        total=len(items),
+        succeeded=sum(it.ok for it in items),
+        failed=sum(not it.ok for it in items),
+        downloaded=sum(it.path is not None for it in items),
+        wall_seconds=wall_seconds,
+        estimated_cost_usd=round(cost, 4),
+    )
