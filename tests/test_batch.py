@@ -68,7 +68,7 @@ async def test_backpressure_in_flight_cap() -> None:
 
             c.subscribe(watch)
             items = await c.run_many({f"k{i}": req(i) for i in range(9)})
-        assert all(it.ok for it in items) and [it.key for it in items][0] == "k0"
+        assert all(it.ok for it in items) and next(it.key for it in items) == "k0"
         assert 1 <= peak <= 3
         # Server side: at no instant were more than 3 of our tasks created and unfinished.
         recs = emu.task_records()
@@ -92,8 +92,6 @@ async def test_as_completed_yields_in_completion_order_and_events() -> None:
                     got.append(item)
             polls = c.statistics().scheduler.polls
     assert len(got) == 6 and all(it.ok for it in got)
-    ends = [it.result.end_time for it in got if it.result]
-    assert ends == sorted(ends) or len(set(ends)) < len(ends) or True
     assert kinds.count("created") == 6 and kinds.count("succeeded") == 6
     assert polls == c.statistics().requests["query"]
 

@@ -30,9 +30,13 @@ async def test_default_region_is_beijing(api_key: str) -> None:
         assert c.region == "beijing"
 
 
-async def test_base_url_wins_and_env_override(api_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_base_url_wins_and_env_override(
+    api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """base_url wins over region; DASHSCOPE_HTTP_BASE_URL is read when none is passed."""
-    async with AsyncWanClient(region="singapore", base_url="https://ws1.ap-southeast-1.maas.aliyuncs.com/api/v1/") as c:
+    async with AsyncWanClient(
+        region="singapore", base_url="https://ws1.ap-southeast-1.maas.aliyuncs.com/api/v1/"
+    ) as c:
         assert c.base_url == "https://ws1.ap-southeast-1.maas.aliyuncs.com/api/v1"
         assert c.region == "singapore"
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "https://dashscope-intl.aliyuncs.com/api/v1")
@@ -61,7 +65,9 @@ def test_plain_http_refused_off_loopback(api_key: str) -> None:
     AsyncWanClient(base_url="http://example.com/api/v1", allow_insecure=True)
 
 
-@pytest.mark.parametrize(("kw", "match"), [({"timeout": 0}, "timeout"), ({"max_retries": -1}, "max_retries")])
+@pytest.mark.parametrize(
+    ("kw", "match"), [({"timeout": 0}, "timeout"), ({"max_retries": -1}, "max_retries")]
+)
 def test_bad_numbers_refused(api_key: str, kw: dict[str, float], match: str) -> None:
     """Nonsense numbers are refused with the option's name."""
     with pytest.raises(ConfigurationError, match=match):

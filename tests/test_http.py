@@ -15,17 +15,23 @@ from .conftest import API_KEY, BASE
 pytestmark = pytest.mark.anyio
 
 CREATE = f"{BASE}/services/aigc/video-generation/video-synthesis"
-FIELDS = {"model": "wan2.6-r2v-flash", "prompt": "character1 runs",
-          "reference_urls": ["https://x.example.com/a.mp4"]}
+FIELDS = {
+    "model": "wan2.6-r2v-flash",
+    "prompt": "character1 runs",
+    "reference_urls": ["https://x.example.com/a.mp4"],
+}
 
 
 def err(status: int, code: str, msg: str = "m", **headers: str) -> httpx.Response:
-    return httpx.Response(status, json={"request_id": "rid", "code": code, "message": msg},
-                          headers=headers)
+    return httpx.Response(
+        status, json={"request_id": "rid", "code": code, "message": msg}, headers=headers
+    )
 
 
 def ok_created() -> httpx.Response:
-    return httpx.Response(200, json={"request_id": "r", "output": {"task_id": "t", "task_status": "PENDING"}})
+    return httpx.Response(
+        200, json={"request_id": "r", "output": {"task_id": "t", "task_status": "PENDING"}}
+    )
 
 
 def fast_client(max_retries: int = 3, **kw: object) -> AsyncWanClient:
@@ -66,10 +72,16 @@ def test_each_code_maps_to_its_class(status: int, code: str, cls: type) -> None:
 @respx.mock
 async def test_query_retried_on_transient_then_succeeds(api_key: str) -> None:
     """Queries are retried on 429, 500, 502, 503, 504 and transport errors."""
-    route = respx.get(f"{BASE}/tasks/t").mock(side_effect=[
-        err(429, "Throttling.RateQuota", **{"Retry-After": "0"}), err(500, "InternalError"),
-        err(502, "x"), err(503, "ModelUnavailable"), httpx.ReadError("reset"),
-    ] + [httpx.Response(200, json={"output": {"task_id": "t", "task_status": "RUNNING"}})])
+    route = respx.get(f"{BASE}/tasks/t").mock(
+        side_effect=[
+            err(429, "Throttling.RateQuota", **{"Retry-After": "0"}),
+            err(500, "InternalError"),
+            err(502, "x"),
+            err(503, "ModelUnavailable"),
+            httpx.ReadError("reset"),
+            httpx.Response(200, json={"output": {"task_id": "t", "task_status": "RUNNING"}}),
+        ]
+    )
     async with fast_client(max_retries=5) as c:
         r = await c.fetch("t")
     assert r.status is wanr2v.TaskStatus.RUNNING and len(route.calls) == 6
@@ -98,15 +110,23 @@ async def test_query_gives_up_after_max_retries(api_key: str) -> None:
 @respx.mock
 async def test_rate_limit_error_carries_retry_after(api_key: str) -> None:
     """A 429 that survives the retries carries the Retry-After seconds."""
-    respx.get(f"{BASE}/tasks/t").mock(return_value=err(429, "Throttling", **{"Retry-After": "0.01"}))
+    respx.get(f"{BASE}/tasks/t").mock(
+        return_value=err(429, "Throttling", **{"Retry-After": "0.01"})
+    )
     async with fast_client(max_retries=0) as c:
         with pytest.raises(wanr2v.RateLimitError) as ei:
             await c.fetch("t")
     assert ei.value.retry_after == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("answer", [err(429, "Throttling.RateQuota", **{"Retry-After": "0"}),
-                                    err(503, "ModelUnavailable"), httpx.ConnectError("refused")])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        err(429, "Throttling.RateQuota", **{"Retry-After": "0"}),
+        err(503, "ModelUnavailable"),
+        httpx.ConnectError("refused"),
+    ],
+)
 @respx.mock
 async def test_create_resent_when_provably_nothing_made(api_key: str, answer: object) -> None:
     """A create is re-sent after a 429, a 503 or a connect error (nothing was made)."""
@@ -116,8 +136,9 @@ async def test_create_resent_when_provably_nothing_made(api_key: str, answer: ob
     assert task.task_id == "t" and len(route.calls) == 2
 
 
-@pytest.mark.parametrize("answer", [err(500, "InternalError"), err(502, "BadGateway"),
-                                    err(504, "GatewayTimeout")])
+@pytest.mark.parametrize(
+    "answer", [err(500, "InternalError"), err(502, "BadGateway"), err(504, "GatewayTimeout")]
+)
 @respx.mock
 async def test_create_not_resent_on_500(api_key: str, answer: httpx.Response) -> None:
     """A 5xx other than 503 on create may hide a made task: no blind re-send."""
@@ -128,8 +149,15 @@ async def test_create_not_resent_on_500(api_key: str, answer: httpx.Response) ->
     assert len(route.calls) == 1
 
 
-@pytest.mark.parametrize("exc", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("dropped"),
-                                 httpx.ReadError("reset"), httpx.WriteTimeout("w")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("dropped"),
+        httpx.ReadError("reset"),
+        httpx.WriteTimeout("w"),
+    ],
+)
 @respx.mock
 async def test_create_lost_answer_sends_one_post_and_raises_unknown(
     api_key: str, exc: Exception
@@ -158,8 +186,11 @@ async def test_create_refused_400_not_retried(api_key: str) -> None:
 @respx.mock
 async def test_user_http_client_not_closed_and_key_not_in_defaults(api_key: str) -> None:
     """A user's httpx client stays open; the key is added per request, not to its defaults."""
-    respx.get(f"{BASE}/tasks/t").mock(return_value=httpx.Response(
-        200, json={"output": {"task_id": "t", "task_status": "PENDING"}}))
+    respx.get(f"{BASE}/tasks/t").mock(
+        return_value=httpx.Response(
+            200, json={"output": {"task_id": "t", "task_status": "PENDING"}}
+        )
+    )
     mine = httpx.AsyncClient()
     async with AsyncWanClient(http_client=mine) as c:
         await c.fetch("t")

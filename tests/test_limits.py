@@ -132,13 +132,12 @@ async def test_cancel_head_hands_over() -> None:
         await g.acquire("create")
         got.append(trio.current_time())
 
-    async with trio.open_nursery() as n:
-        async with trio.open_nursery() as head:
-            head.start_soon(one)
-            await trio.sleep(0.1)
-            n.start_soon(one)
-            await trio.sleep(0.1)
-            head.cancel_scope.cancel()
+    async with trio.open_nursery() as n, trio.open_nursery() as head:
+        head.start_soon(one)
+        await trio.sleep(0.1)
+        n.start_soon(one)
+        await trio.sleep(0.1)
+        head.cancel_scope.cancel()
     assert len(got) == 1 and got[0] < 1.5
 
 

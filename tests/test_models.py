@@ -13,8 +13,11 @@ REF = "https://x.example.com/a.mp4"
 
 
 def req(**kw: object) -> VideoRequest:
-    base: dict[str, object] = {"model": "wan2.6-r2v-flash", "prompt": "character1 waves",
-                               "reference_urls": [REF]}
+    base: dict[str, object] = {
+        "model": "wan2.6-r2v-flash",
+        "prompt": "character1 waves",
+        "reference_urls": [REF],
+    }
     base.update(kw)
     return VideoRequest(**base)  # type: ignore[arg-type]
 
@@ -49,8 +52,14 @@ def test_each_limit_refused_naming_field(kw: dict[str, object], field: str) -> N
 
 def test_valid_limits_accepted(tmp_path: Path) -> None:
     """The documented extremes and local paths are accepted."""
-    r = req(reference_urls=[REF, REF, REF, "https://x/b.png", tmp_path / "c.jpg"],
-            size="1920*1080", duration=10, seed=2**31 - 1, shot_type="multi", audio=False)
+    r = req(
+        reference_urls=[REF, REF, REF, "https://x/b.png", tmp_path / "c.jpg"],
+        size="1920*1080",
+        duration=10,
+        seed=2**31 - 1,
+        shot_type="multi",
+        audio=False,
+    )
     assert r.local_references == (4,)
     assert req(duration=2).duration == 2
 

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 import wanr2v
-from wanr2v import AsyncWanClient, Limits, PollPolicy, TaskStatus
+from wanr2v import AsyncWanClient, Limits, TaskStatus
 from wanr2v._wire import parse_list, parse_result
 
 from .conftest import API_KEY, BASE
@@ -167,12 +167,22 @@ def test_every_status_parses(raw: object) -> None:
 def test_failed_result_carries_code_and_message() -> None:
     """FAILED puts code and message inside output."""
     r = parse_result(
-        {"request_id": "r", "output": {"task_id": "x", "task_status": "FAILED",
-                                       "code": "InvalidParameter", "message": "The size is not match"}},
+        {
+            "request_id": "r",
+            "output": {
+                "task_id": "x",
+                "task_status": "FAILED",
+                "code": "InvalidParameter",
+                "message": "The size is not match",
+            },
+        },
         task_id="x",
     )
-    assert (r.status, r.code, r.message) == (TaskStatus.FAILED, "InvalidParameter",
-                                             "The size is not match")
+    assert (r.status, r.code, r.message) == (
+        TaskStatus.FAILED,
+        "InvalidParameter",
+        "The size is not match",
+    )
     with pytest.raises(wanr2v.TaskFailedError) as ei:
         wanr2v.raise_for_status(r)
     assert ei.value.task_id == "x" and ei.value.code == "InvalidParameter"  # type: ignore[attr-defined]
@@ -195,8 +205,14 @@ async def test_cancel_wire(api_key: str) -> None:
     route = respx.post(f"{BASE}/tasks/t-1/cancel").mock(
         side_effect=[
             httpx.Response(200, json={"request_id": "r"}),
-            httpx.Response(400, json={"request_id": "r2", "code": "UnsupportedOperation",
-                                      "message": "Failed to cancel the task, please confirm if the task is in PENDING status."}),
+            httpx.Response(
+                400,
+                json={
+                    "request_id": "r2",
+                    "code": "UnsupportedOperation",
+                    "message": "Failed to cancel the task, please confirm if the task is in PENDING status.",
+                },
+            ),
         ]
     )
     async with client() as c:
@@ -210,20 +226,46 @@ async def test_cancel_wire(api_key: str) -> None:
 @respx.mock
 async def test_list_pages_and_filters(api_key: str) -> None:
     """list_tasks walks every page with the protocol's filters and parses flat rows."""
+
     def page(request: httpx.Request) -> httpx.Response:
         n = int(request.url.params["page_no"])
-        rows = [{"task_id": f"t{n}{i}", "status": "SUCCEEDED", "model_name": "wan2.6-r2v",
-                 "gmt_create": 1765815959869, "region": "cn-beijing", "api_key_id": "k"}
-                for i in range(2 if n < 3 else 1)]
-        return httpx.Response(200, json={"request_id": "r", "total": 5, "total_page": 3,
-                                         "page_no": n, "page_size": 2, "data": rows})
+        rows = [
+            {
+                "task_id": f"t{n}{i}",
+                "status": "SUCCEEDED",
+                "model_name": "wan2.6-r2v",
+                "gmt_create": 1765815959869,
+                "region": "cn-beijing",
+                "api_key_id": "k",
+            }
+            for i in range(2 if n < 3 else 1)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "request_id": "r",
+                "total": 5,
+                "total_page": 3,
+                "page_no": n,
+                "page_size": 2,
+                "data": rows,
+            },
+        )
+
     route = respx.get(f"{BASE}/tasks").mock(side_effect=page)
     from datetime import UTC, datetime
+
     async with client() as c:
-        rows = [r async for r in await c.list_tasks(
-            model="wan2.6-r2v", status="SUCCEEDED", page_size=2,
-            start_time=datetime(2025, 12, 16, 0, 0, tzinfo=UTC),
-            end_time=datetime(2025, 12, 16, 12, 0, tzinfo=UTC))]
+        rows = [
+            r
+            async for r in await c.list_tasks(
+                model="wan2.6-r2v",
+                status="SUCCEEDED",
+                page_size=2,
+                start_time=datetime(2025, 12, 16, 0, 0, tzinfo=UTC),
+                end_time=datetime(2025, 12, 16, 12, 0, tzinfo=UTC),
+            )
+        ]
     assert [r.task_id for r in rows] == ["t10", "t11", "t20", "t21", "t30"]
     assert rows[0].gmt_create is not None and rows[0].gmt_create.year == 2025
     assert rows[0].extra == {"api_key_id": "k"}
@@ -235,7 +277,9 @@ async def test_list_pages_and_filters(api_key: str) -> None:
 
 def test_list_parses_missing_fields() -> None:
     """Rows without ids are skipped; odd types don't crash."""
-    page = parse_list({"data": [{"task_id": "a", "status": "X", "gmt_create": "oops"}, {"x": 1}, 3]})
+    page = parse_list(
+        {"data": [{"task_id": "a", "status": "X", "gmt_create": "oops"}, {"x": 1}, 3]}
+    )
     assert [i.task_id for i in page.items] == ["a"]
     assert page.items[0].gmt_create is None and page.items[0].status is TaskStatus.UNRECOGNIZED
 
@@ -243,14 +287,30 @@ def test_list_parses_missing_fields() -> None:
 @respx.mock
 async def test_get_policy_wire(api_key: str) -> None:
     """getPolicy is GET uploads?action=getPolicy&model=..., numbers may come as strings."""
-    route = respx.get(f"{BASE}/uploads").mock(return_value=httpx.Response(200, json={
-        "request_id": "r", "data": {"policy": "p", "signature": "s", "upload_dir": "d",
-                                    "upload_host": "https://up.example.com", "expire_in_seconds": "300",
-                                    "max_file_size_mb": "100", "capacity_limit_mb": 999,
-                                    "oss_access_key_id": "ak", "x_oss_object_acl": "private",
-                                    "x_oss_forbid_overwrite": "true"}}))
+    route = respx.get(f"{BASE}/uploads").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "request_id": "r",
+                "data": {
+                    "policy": "p",
+                    "signature": "s",
+                    "upload_dir": "d",
+                    "upload_host": "https://up.example.com",
+                    "expire_in_seconds": "300",
+                    "max_file_size_mb": "100",
+                    "capacity_limit_mb": 999,
+                    "oss_access_key_id": "ak",
+                    "x_oss_object_acl": "private",
+                    "x_oss_forbid_overwrite": "true",
+                },
+            },
+        )
+    )
     async with client() as c:
         pol = await c.get_upload_policy("wan2.6-r2v-flash")
-    assert dict(route.calls.last.request.url.params) == {"action": "getPolicy",
-                                                          "model": "wan2.6-r2v-flash"}
+    assert dict(route.calls.last.request.url.params) == {
+        "action": "getPolicy",
+        "model": "wan2.6-r2v-flash",
+    }
     assert pol.expire_in_seconds == 300.0 and pol.max_file_size_mb == 100.0

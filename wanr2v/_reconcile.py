@@ -24,10 +24,10 @@ shared journal. Both would be needed for a duplicate.
 from __future__ import annotations
 
 import math
-
-import anyio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from ._exceptions import SubmitOutcomeUnknownError, WanError
 from ._models import Task, TaskStatus
