@@ -13,7 +13,8 @@ Layers, bottom up:
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """
 
-from ._client import AsyncWanClient, ClientStatistics, raise_for_status
+from ._batch import BatchItem, BatchRunner, BatchSummary
+from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
 from ._events import TaskEvent
 from ._exceptions import (
@@ -57,6 +58,9 @@ __all__ = [
     "AsyncWanClient",
     "AuthenticationError",
     "BadRequestError",
+    "BatchItem",
+    "BatchRunner",
+    "BatchSummary",
     "ClientStatistics",
     "ConfigurationError",
     "ConnectError",
@@ -73,6 +77,7 @@ __all__ = [
     "PollScheduler",
     "RateLimitError",
     "RateStatistics",
+    "RegionEndpoint",
     "ResultExpiredError",
     "RetryPolicy",
     "SchedulerStatistics",

@@ -45,6 +45,7 @@ from .journal import (
 
 if TYPE_CHECKING:
     from ._client import AsyncWanClient
+    from ._http import ApiSession
 
 __all__ = ["BatchItem", "BatchRunner", "BatchSummary", "CancelPolicy"]
 
@@ -114,6 +115,9 @@ class BatchRunner:
         download_to: a folder to save each video into as soon as it succeeds.
         fail_fast: cancel the rest at the first error.
         on_cancel: what becomes of remote tasks when the caller's scope is cancelled.
+        spread: spread items over every configured region that can serve them, least
+            loaded first (each region has its own quotas); otherwise each item goes to
+            the client's default region, or the first one that can serve it.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class BatchRunner:
         download_to: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
+        spread: bool = False,
     ) -> None:
         if on_cancel not in ("detach", "cancel_pending"):
             raise ValueError(f"on_cancel must be 'detach' or 'cancel_pending', got {on_cancel!r}.")
@@ -132,6 +137,7 @@ class BatchRunner:
         self.download_to = Path(download_to) if download_to is not None else None
         self.fail_fast = fail_fast
         self.on_cancel = on_cancel
+        self.spread = spread
         self._workers: anyio.CancelScope | None = None
         self._live: dict[str, Task] = {}
 
@@ -298,8 +304,9 @@ class BatchRunner:
             if rec is not None and req is None:
                 req = rec.video_request()
             assert req is not None
-            async with self.client.governor.task_slot():
-                task = await self._ensure_task(key, req, rec)
+            session = self._session_for_item(req, rec)
+            async with session.governor.task_slot():
+                task = await self._ensure_task(key, req, rec, session.base_url)
                 self._live[task.task_id] = task
                 self.client.events.keys[task.task_id] = key
                 result = await self.client.wait(task, raise_on_failure=False)
@@ -321,7 +328,27 @@ class BatchRunner:
             await self._record_error(rec, exc, task)
             return BatchItem(key=key, request=req, task=task, result=result, error=exc)
 
-    async def _ensure_task(self, key: Any, req: VideoRequest, rec: SubmissionRecord | None) -> Task:
+    def _session_for_item(self, req: VideoRequest, rec: SubmissionRecord | None) -> ApiSession:
+        """Where an item's task lives or goes (least loaded capable region with spread)."""
+        client = self.client
+        if rec is not None and rec.base_url:
+            return client._session_for(rec.base_url)
+        if not self.spread:
+            return client.route(req)
+        eligible = client.eligible_sessions(req)
+        if not eligible:
+            return client.route(req)  # raises the clear refusal
+
+        def load(s: ApiSession) -> float:
+            st = s.governor.statistics()
+            cap = st.max_in_flight or s.governor.limits.running_slots
+            return (st.tasks_in_flight + st.tasks_waiting) / cap
+
+        return min(eligible, key=load)
+
+    async def _ensure_task(
+        self, key: Any, req: VideoRequest, rec: SubmissionRecord | None, base_url: str
+    ) -> Task:
         """The item's task: the journal's, a reconciled one, or a new create."""
         client = self.client
         if rec is not None:
@@ -344,7 +371,7 @@ class BatchRunner:
             body: Mapping[str, Any] = rec.body
             headers = _headers_for(body)
         else:
-            body, headers = await client.prepare(req)
+            body, headers = await client.prepare(req, base_url=base_url)
         sid = rec.submission_id if rec is not None else None
 
         async def on_sent(sent_at: float) -> None:
@@ -355,12 +382,19 @@ class BatchRunner:
                     body=dict(body),
                     fingerprint=fingerprint(body),
                     sent_at=sent_at,
+                    base_url=base_url,
+                    region=client._region_of(base_url),
                     attempts=(rec.attempts or 0) + 1,
                 )
 
         claimed = self.journal.known_task_ids if self.journal is not None else None
         task = await client.submit_body(
-            body, headers=headers, submission_id=sid, claimed=claimed, on_sent=on_sent
+            body,
+            headers=headers,
+            submission_id=sid,
+            claimed=claimed,
+            on_sent=on_sent,
+            base_url=base_url,
         )
         await self._record(
             rec,

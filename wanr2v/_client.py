@@ -23,6 +23,7 @@ from ._batch import BatchItem, BatchRunner, CancelPolicy, Requests
 from ._events import EventHub, TaskEvent
 from ._exceptions import (
     ConfigurationError,
+    InvalidRequestError,
     SubmitOutcomeUnknownError,
     TaskCanceledError,
     TaskFailedError,
@@ -59,6 +60,22 @@ TaskLike = Task | TaskResult | TaskSummary | str
 
 
 @attrs.frozen(kw_only=True)
+class RegionEndpoint:
+    """One more region a client may send to, with its own key (and limits).
+
+    Args:
+        api_key: the key of that region (a key belongs to one region).
+        base_url: default: the region's vendor URL (``REGION_BASE_URLS``).
+        limits: that region's account limits (default: the client's); each region
+            gets its own governor, as the service counts quotas per region.
+    """
+
+    api_key: str = attrs.field(repr=lambda k: repr(_config.mask_key(k)))
+    base_url: str | None = None
+    limits: Limits | None = None
+
+
+@attrs.frozen(kw_only=True)
 class ClientStatistics:
     """What a client has sent and seen (for progress displays and benchmarks)."""
 
@@ -69,6 +86,7 @@ class ClientStatistics:
     reconciled: int
     governor: GovernorStatistics
     scheduler: SchedulerStatistics
+    regions: Mapping[str, GovernorStatistics] = attrs.field(factory=dict)
 
 
 class AsyncWanClient:
@@ -104,6 +122,12 @@ class AsyncWanClient:
         reconcile_wait: seconds to wait for a candidate task to show its prompt.
         allow_insecure: allow plain ``http://`` to a host that is not loopback (the key
             would cross the network in clear).
+        regions: more regions, ``{name: key}`` or ``{name: RegionEndpoint(...)}``. Each
+            task remembers the region that made it, and ``fetch``/``wait``/``cancel``/
+            ``download`` always go there; ``async_call(region=...)`` picks one, and a
+            request a region cannot serve (virginia: ``wan2.6-r2v`` only, 5 or 10 s,
+            no pictures) goes to one that can, or is refused before anything is sent.
+            ``run_many(spread=True)`` spreads a batch over them, least loaded first.
     """
 
     def __init__(
@@ -124,9 +148,20 @@ class AsyncWanClient:
         reconcile_grace: float = 2.0,
         reconcile_wait: float = 900.0,
         allow_insecure: bool = False,
+        regions: Mapping[str, str | RegionEndpoint] | None = None,
     ) -> None:
-        key = _config.resolve_api_key(api_key)
+        extra_regions = {
+            name: spec if isinstance(spec, RegionEndpoint) else RegionEndpoint(api_key=spec)
+            for name, spec in (regions or {}).items()
+        }
         self.region, self.base_url = _config.resolve_base_url(region, base_url)
+        if (
+            api_key is None
+            and self.region in extra_regions
+            and not os.environ.get(_config.ENV_API_KEY)
+        ):
+            api_key = extra_regions[self.region].api_key
+        key = _config.resolve_api_key(api_key)
         _check_scheme(self.base_url, allow_insecure)
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
@@ -150,7 +185,16 @@ class AsyncWanClient:
         self.workspace = workspace
         self._keys: dict[str, str] = {}
         self._sessions: dict[str, ApiSession] = {}
-        self._session = self._add_session(self.base_url, key)
+        self._names: dict[str, str] = {}
+        self._session = self._add_session(self.base_url, key, self.region, self.governor)
+        for name, spec in extra_regions.items():
+            if name == self.region:
+                continue
+            _, url = _config.resolve_base_url(name, spec.base_url)
+            _check_scheme(url, allow_insecure)
+            if url in self._sessions:
+                raise ConfigurationError(f"regions: {name!r} has the same base URL as another.")
+            self._add_session(url, spec.api_key, name, Governor(spec.limits or self.limits))
         self._allow_insecure = allow_insecure
         self.events = EventHub()
         self.scheduler = PollScheduler(
@@ -167,7 +211,7 @@ class AsyncWanClient:
         self._created = 0
         self._reconciled = 0
         self._policies: dict[str, UploadPolicy] = {}
-        self._uploader: Uploader | None = None
+        self._uploaders: dict[str, Uploader] = {}
         self._downloader: Downloader | None = None
         self._closed = False
 
@@ -203,18 +247,72 @@ class AsyncWanClient:
         """The underlying ``httpx.AsyncClient`` (carries no key in its defaults)."""
         return self._http
 
-    def _add_session(self, base_url: str, key: str) -> ApiSession:
+    def _add_session(self, base_url: str, key: str, name: str, governor: Governor) -> ApiSession:
         self._keys[base_url] = key
         session = ApiSession(
             http=self._http,
             api_key=key,
             base_url=base_url,
-            governor=self.governor,
+            governor=governor,
             retry=self._retry,
             workspace=self.workspace,
         )
         self._sessions[base_url] = session
+        self._names[base_url] = name
         return session
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions this client can send to, its default first."""
+        return tuple(self._names.values())
+
+    def session_for_region(self, region: str) -> ApiSession:
+        """The session of a configured region (by name or base URL)."""
+        for url, name in self._names.items():
+            if region in (name, url):
+                return self._sessions[url]
+        raise ConfigurationError(
+            f"Region {region!r} is not configured on this client (have "
+            f"{', '.join(self.regions)}); pass regions={{...: key}}."
+        )
+
+    def _refusal(self, session: ApiSession, request: VideoRequest) -> str | None:
+        from ._models import reference_kind
+
+        has_images = any(reference_kind(os.fspath(r)) == "image" for r in request.reference_urls)
+        caps = _config.capabilities_for(self._names[session.base_url])
+        return caps.refusal(request.model, request.duration, has_images)
+
+    def eligible_sessions(self, request: VideoRequest) -> list[ApiSession]:
+        """The configured regions that can serve ``request``, the default first."""
+        return [s for s in self._sessions.values() if self._refusal(s, request) is None]
+
+    def route(self, request: VideoRequest, region: str | None = None) -> ApiSession:
+        """Where ``request`` goes: ``region`` if given, else the default region, else the
+        first configured region that can serve it.
+
+        Raises:
+            InvalidRequestError: no configured region can serve it (nothing was sent).
+        """
+        if region is not None:
+            session = self.session_for_region(region)
+            why = self._refusal(session, request)
+            if why is not None:
+                raise InvalidRequestError(
+                    f"Region {self._names[session.base_url]}: {why}; pick another region.",
+                    field="region",
+                )
+            return session
+        eligible = self.eligible_sessions(request)
+        if not eligible:
+            reasons = "; ".join(
+                f"{self._names[s.base_url]}: {self._refusal(s, request)}"
+                for s in self._sessions.values()
+            )
+            raise InvalidRequestError(
+                f"No configured region can serve this request ({reasons}).", field="region"
+            )
+        return eligible[0]
 
     def _session_for(self, base_url: str | None) -> ApiSession:
         if not base_url or base_url.rstrip("/") == self.base_url:
@@ -247,12 +345,15 @@ class AsyncWanClient:
         except TypeError as exc:
             raise TypeError(f"async_call: {exc}") from None
 
-    async def prepare(self, request: VideoRequest) -> tuple[dict[str, Any], dict[str, str]]:
-        """The wire body and extra headers for ``request`` (local files uploaded first)."""
+    async def prepare(
+        self, request: VideoRequest, *, base_url: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The wire body and extra headers for ``request`` (local files uploaded first,
+        to the temporary storage of the region at ``base_url``)."""
         headers: dict[str, str] = {}
         refs: list[str] | None = None
         if request.local_references:
-            refs, uses_oss = await self._get_uploader().resolve(request)
+            refs, uses_oss = await self._get_uploader(base_url).resolve(request)
         else:
             refs = [os.fspath(r) for r in request.reference_urls]
             uses_oss = any(r.startswith("oss://") for r in refs)
@@ -267,6 +368,7 @@ class AsyncWanClient:
         *,
         submission_id: str | None = None,
         claimed: Callable[[], Any] | None = None,
+        region: str | None = None,
         **fields: Any,
     ) -> Task:
         """Create a task; return its handle (id, status, request id, where it lives).
@@ -282,15 +384,23 @@ class AsyncWanClient:
         no such task it sends once more; otherwise it raises
         :class:`SubmitOutcomeUnknownError` — never a blind duplicate.
 
+        ``region`` picks one of the configured regions (see ``regions``).
+
         Raises:
-            InvalidRequestError: a field is out of its limits (nothing was sent).
+            InvalidRequestError: a field is out of its limits, or no configured region
+                can serve the request (nothing was sent).
             SubmitOutcomeUnknownError: a task may or may not exist.
             APIError: the service refused the create.
         """
         req = self._build_request(request, fields)
-        body, headers = await self.prepare(req)
+        session = self.route(req, region)
+        body, headers = await self.prepare(req, base_url=session.base_url)
         return await self.submit_body(
-            body, headers=headers, submission_id=submission_id, claimed=claimed
+            body,
+            headers=headers,
+            submission_id=submission_id,
+            claimed=claimed,
+            base_url=session.base_url,
         )
 
     async def submit_body(
@@ -366,8 +476,8 @@ class AsyncWanClient:
         )
 
     def _region_of(self, base_url: str) -> str:
-        if base_url == self.base_url:
-            return self.region
+        if base_url in self._names:
+            return self._names[base_url]
         for name, url in _config.REGION_BASE_URLS.items():
             if url == base_url:
                 return name
@@ -496,11 +606,14 @@ class AsyncWanClient:
         /,
         *,
         timeout: float | None = None,
+        region: str | None = None,
         **fields: Any,
     ) -> TaskResult:
         """Create a task and wait for it, holding one of the governor's task slots."""
-        async with self.governor.task_slot():
-            task = await self.async_call(request, **fields)
+        req = self._build_request(request, fields)
+        session = self.route(req, region)
+        async with session.governor.task_slot():
+            task = await self.async_call(req, region=self._names[session.base_url])
             return await self.wait(task, timeout=timeout)
 
     async def cancel(self, task: TaskLike) -> None:
@@ -585,6 +698,7 @@ class AsyncWanClient:
         download_to: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
+        spread: bool = False,
     ) -> list[BatchItem]:
         """Run many requests at once under the governor; outcomes in input order.
 
@@ -597,9 +711,16 @@ class AsyncWanClient:
         Args:
             on_cancel: when your scope is cancelled, ``"detach"`` leaves remote tasks
                 running; ``"cancel_pending"`` cancels those still PENDING.
+            spread: spread the items over every configured region that can serve
+                them, least loaded first.
         """
         runner = BatchRunner(
-            self, journal=journal, download_to=download_to, fail_fast=fail_fast, on_cancel=on_cancel
+            self,
+            journal=journal,
+            download_to=download_to,
+            fail_fast=fail_fast,
+            on_cancel=on_cancel,
+            spread=spread,
         )
         return await runner.run(requests)
 
@@ -611,6 +732,7 @@ class AsyncWanClient:
         download_to: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
+        spread: bool = False,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """Like :meth:`run_many`, yielding each outcome as it completes::
 
@@ -619,7 +741,12 @@ class AsyncWanClient:
                 print(item.key, item.ok)
         """
         runner = BatchRunner(
-            self, journal=journal, download_to=download_to, fail_fast=fail_fast, on_cancel=on_cancel
+            self,
+            journal=journal,
+            download_to=download_to,
+            fail_fast=fail_fast,
+            on_cancel=on_cancel,
+            spread=spread,
         )
         return runner.as_completed(requests)
 
@@ -637,19 +764,25 @@ class AsyncWanClient:
 
     # --- files --------------------------------------------------------------------------
 
-    async def get_upload_policy(self, model: str) -> UploadPolicy:
+    async def get_upload_policy(self, model: str, *, base_url: str | None = None) -> UploadPolicy:
         """A temporary-upload policy for ``model`` (``GET /uploads?action=getPolicy``)."""
-        _, data = await self._session.request(
+        _, data = await self._session_for(base_url).request(
             "policy", "GET", _config.PATH_UPLOADS, params={"action": "getPolicy", "model": model}
         )
         return parse_policy(data, obtained_at=anyio.current_time())
 
-    def _get_uploader(self) -> Uploader:
-        if self._uploader is None:
+    def _get_uploader(self, base_url: str | None = None) -> Uploader:
+        session = self._session_for(base_url)
+        uploader = self._uploaders.get(session.base_url)
+        if uploader is None:
             from ._files import Uploader
 
-            self._uploader = Uploader(http=self._http, get_policy=self.get_upload_policy)
-        return self._uploader
+            async def get_policy(model: str) -> UploadPolicy:
+                return await self.get_upload_policy(model, base_url=session.base_url)
+
+            uploader = Uploader(http=self._http, get_policy=get_policy)
+            self._uploaders[session.base_url] = uploader
+        return uploader
 
     def _get_downloader(self) -> Downloader:
         if self._downloader is None:
@@ -712,6 +845,9 @@ class AsyncWanClient:
             reconciled=self._reconciled,
             governor=self.governor.statistics(),
             scheduler=self.scheduler.statistics(),
+            regions={
+                self._names[url]: s.governor.statistics() for url, s in self._sessions.items()
+            },
         )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Final, Literal
 
+import attrs
+
 from ._exceptions import ConfigurationError
 
 Region = Literal["beijing", "singapore", "virginia"]
@@ -21,6 +23,41 @@ REGION_BASE_URLS: Final[dict[str, str]] = {
     "singapore": "https://dashscope-intl.aliyuncs.com/api/v1",
     "virginia": "https://dashscope-us.aliyuncs.com/api/v1",
 }
+
+
+@attrs.frozen(kw_only=True)
+class RegionCapabilities:
+    """What a region offers (protocol.md): ``None`` means no restriction."""
+
+    models: frozenset[str] | None = None
+    durations: frozenset[int] | None = None
+    image_references: bool = True
+
+    def refusal(self, model: str, duration: int | None, has_images: bool) -> str | None:
+        """Why a request cannot run here, or ``None`` when it can."""
+        if self.models is not None and model not in self.models:
+            return f"model {model} is not offered (only {', '.join(sorted(self.models))})"
+        d = duration if duration is not None else 5
+        if self.durations is not None and d not in self.durations:
+            allowed = ", ".join(str(x) for x in sorted(self.durations))
+            return f"duration {d}s is not offered (only {allowed} s)"
+        if has_images and not self.image_references:
+            return "picture references are not accepted (video references only)"
+        return None
+
+
+REGION_CAPABILITIES: Final[dict[str, RegionCapabilities]] = {
+    "virginia": RegionCapabilities(
+        models=frozenset({"wan2.6-r2v"}), durations=frozenset({5, 10}), image_references=False
+    ),
+}
+ANY_REGION: Final = RegionCapabilities()
+
+
+def capabilities_for(region: str) -> RegionCapabilities:
+    """The documented capabilities of a region (unrestricted for unknown/custom ones)."""
+    return REGION_CAPABILITIES.get(region, ANY_REGION)
+
 
 ENV_API_KEY: Final = "DASHSCOPE_API_KEY"
 ENV_BASE_URL: Final = "DASHSCOPE_HTTP_BASE_URL"
