@@ -109,7 +109,6 @@ async def test_virginia_refusals_before_sending(api_key: str) -> None:
 
 async def test_unservable_request_routed_to_capable_region(two_regions: Emulator) -> None:
     """With virginia as default and singapore configured, a flash request goes to singapore."""
-    urls: list[str] = []
     async with AsyncWanClient(
         api_key=VA_KEY,
         base_url=two_regions.base_url_for("virginia"),
