@@ -34,7 +34,17 @@ from wanr2v._exceptions import (
 )
 from wanr2v._files import Downloader, Uploader, is_local, is_oss, safe_join
 from wanr2v._models import TaskResult, TaskStatus, VideoRequest
-from wanr2v._wire import UploadPolicy
+from wanr2v._wire import UploadPolicy, parse_policy, parse_result
+from wanr2v.testing import (
+    Emulator,
+    EmulatorConfig,
+    Endpoint,
+    FaultKind,
+    FaultRule,
+    ManualClock,
+    Quotas,
+    make_mp4,
+)
 
 MODEL = "wan2.6-r2v-flash"
 UPLOAD_HOST = "http://upload.test/upload"
@@ -522,6 +532,19 @@ async def test_download_into_folder_names_file_by_task_id(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
+async def test_missing_path_without_extension_is_a_folder(tmp_path: Path) -> None:
+    """A missing dest without an extension (Path("out/") loses its slash) becomes a folder."""
+    hosts = FakeHosts(VIDEO)
+    async with client_for(hosts) as http:
+        downloader = Downloader(http)
+        first = await downloader.download(result_for("t1"), tmp_path / "out")
+        second = await downloader.download(result_for("t2"), tmp_path / "out")
+    assert first == tmp_path / "out" / "t1.mp4"
+    assert second == tmp_path / "out" / "t2.mp4"
+    assert second.read_bytes() == VIDEO
+
+
+@pytest.mark.anyio
 async def test_download_to_file_path_creates_folders(tmp_path: Path) -> None:
     """A file destination is written as given; missing parent folders are created."""
     hosts = FakeHosts(VIDEO)
@@ -760,3 +783,181 @@ async def test_dropped_connection_resumes_over_a_socket(
     assert ranges[1:] == ["bytes=1234567-", "bytes=1634567-"]
     assert all("authorization" not in s.headers for s in hosts.seen)
     assert leftovers(tmp_path) == ["sock.mp4"]
+
+
+# --- against the emulator (wanr2v.testing) ------------------------------------------------
+
+EMU_KEY = "sk-files-emulator"
+EMU_AUTH = {"Authorization": f"Bearer {EMU_KEY}"}
+
+
+@pytest.fixture
+def emu() -> Emulator:
+    """An in-process emulator on a manual clock: quotas off, 10 s generation."""
+    return Emulator(
+        EmulatorConfig(
+            clock=ManualClock(start=1_750_000_000.0),
+            quotas=Quotas.off(),
+            seed=3,
+            generation_time=(10.0, 10.0),
+        )
+    )
+
+
+class EmuService:
+    """The API calls the client would make, done by hand against the emulator."""
+
+    def __init__(self, emu: Emulator, http: httpx.AsyncClient) -> None:
+        self.emu, self.http = emu, http
+        self.policies = 0
+
+    async def get_policy(self, model: str) -> UploadPolicy:
+        obtained_at = anyio.current_time()
+        response = await self.http.get(
+            f"{self.emu.base_url}/uploads",
+            params={"action": "getPolicy", "model": model},
+            headers=EMU_AUTH,
+        )
+        assert response.status_code == 200, response.text
+        self.policies += 1
+        return parse_policy(response.json(), obtained_at=obtained_at)
+
+    async def create(self, refs: list[str], oss: bool) -> str:
+        headers = {**EMU_AUTH, "X-DashScope-Async": "enable"}
+        if oss:
+            headers["X-DashScope-OssResourceResolve"] = "enable"
+        body = {
+            "model": MODEL,
+            "input": {"prompt": "character1 dances", "reference_urls": refs},
+            "parameters": {"duration": 3},
+        }
+        response = await self.http.post(
+            f"{self.emu.base_url}/services/aigc/video-generation/video-synthesis",
+            json=body,
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        return cast(str, response.json()["output"]["task_id"])
+
+    async def fetch(self, result: TaskResult) -> TaskResult:
+        response = await self.http.get(
+            f"{self.emu.base_url}/tasks/{result.task_id}", headers=EMU_AUTH
+        )
+        assert response.status_code == 200, response.text
+        return parse_result(response.json(), task_id=result.task_id)
+
+    async def finished(self, task_id: str) -> TaskResult:
+        self.emu.advance(60.0)
+        result = await self.fetch(TaskResult(task_id=task_id, status=TaskStatus.PENDING))
+        assert result.status is TaskStatus.SUCCEEDED, result
+        return result
+
+
+@asynccontextmanager
+async def emulated(emu: Emulator) -> AsyncIterator[EmuService]:
+    async with httpx.AsyncClient(transport=emu.transport()) as http:
+        yield EmuService(emu, http)
+
+
+@pytest.mark.anyio
+async def test_emulator_accepts_uploaded_references_and_serves_the_video(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """Local files upload to the emulator, a create with their oss:// URLs succeeds, and the
+    result downloads byte for byte; neither host sees an Authorization header."""
+    face = write(tmp_path / "a" / "face.png", b"\x89PNG first")
+    other = write(tmp_path / "b" / "face.png", b"\x89PNG second")
+    clip = write(tmp_path / "move.mp4", b"clip" * 4000)
+    async with emulated(emu) as svc:
+        uploader = Uploader(svc.http, svc.get_policy)
+        refs, oss = await uploader.resolve(request_for(face, other, clip.as_uri()))
+        assert oss
+        assert len(set(refs)) == 3
+        result = await svc.finished(await svc.create(refs, oss))
+        path = await Downloader(svc.http).download(result, tmp_path, refresh=svc.fetch)
+    assert path.read_bytes() == make_mp4(3)
+    seen = emu.host_requests()
+    assert sorted({r.host for r in seen}) == ["upload", "video"]
+    assert [r.header("authorization") for r in seen] == [None] * len(seen)
+    assert svc.policies == 1
+
+
+@pytest.mark.anyio
+async def test_emulator_expired_policy_is_replaced(tmp_path: Path, emu: Emulator) -> None:
+    """After the emulator's policy lapses, the upload's 403 brings a fresh policy."""
+    async with emulated(emu) as svc:
+        uploader = Uploader(svc.http, svc.get_policy)
+        await uploader.resolve(request_for(write(tmp_path / "a.png", b"a")))
+        emu.advance(400.0)  # policies live 300 s on the emulator's clock
+        refs, _ = await uploader.resolve(request_for(write(tmp_path / "b.png", b"b")))
+        await svc.create(refs, True)  # the new key is valid for a create
+    assert svc.policies == 2
+    assert uploader.statistics().policy_rejections == 1
+    assert [r.host for r in emu.host_requests()] == ["upload"] * 3
+
+
+@pytest.mark.anyio
+async def test_emulator_same_file_twice_is_uploaded_once(tmp_path: Path, emu: Emulator) -> None:
+    """The same file in two requests of a batch reaches the emulator's upload host once."""
+    clip = write(tmp_path / "c.mp4", b"clip" * 100)
+    async with emulated(emu) as svc:
+        uploader = Uploader(svc.http, svc.get_policy)
+        first, _ = await uploader.resolve(request_for(clip))
+        second, _ = await uploader.resolve(request_for(clip, "https://cdn.example/x.png"))
+    assert first[0] == second[0]
+    assert len(emu.host_requests("upload")) == 1
+
+
+@pytest.mark.anyio
+async def test_emulator_expired_url_is_refreshed(tmp_path: Path, emu: Emulator) -> None:
+    """A 403 from the emulator's video host is answered by fetching the task again."""
+    async with emulated(emu) as svc:
+        result = await svc.finished(await svc.create(["https://cdn.example/a.mp4"], False))
+        emu.faults.add(FaultRule(kind=FaultKind.EXPIRED_URL, endpoint=Endpoint.VIDEO, count=1))
+        downloader = Downloader(svc.http)
+        path = await downloader.download(result, tmp_path / "v.mp4", refresh=svc.fetch)
+    assert path.read_bytes() == make_mp4(3)
+    assert downloader.statistics().url_refreshes == 1
+    assert len(emu.host_requests("video")) == 2
+
+
+@pytest.mark.anyio
+async def test_emulator_url_and_task_both_expired(tmp_path: Path, emu: Emulator) -> None:
+    """Past the task's 24 h life the URL is refused and the task is UNKNOWN: ResultExpired."""
+    async with emulated(emu) as svc:
+        result = await svc.finished(await svc.create(["https://cdn.example/a.mp4"], False))
+        emu.advance(25 * 3600.0)
+        with pytest.raises(ResultExpiredError, match="task itself is gone"):
+            await Downloader(svc.http).download(result, tmp_path, refresh=svc.fetch)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def wan_emulator_config() -> EmulatorConfig:
+    """The served emulator for this module: 60x time, 10 s (0.17 s real) generations."""
+    return EmulatorConfig(time_scale=60.0, generation_time=(10.0, 10.0), seed=0)
+
+
+@pytest.mark.anyio
+async def test_client_uploads_and_downloads_over_loopback(
+    tmp_path: Path, wan_emulator: Emulator
+) -> None:
+    """Through AsyncWanClient on a served emulator: a local clip is uploaded, the task
+    runs, and the video is saved in a folder as {task_id}.mp4."""
+    from wanr2v import AsyncWanClient, PollPolicy
+
+    clip = write(tmp_path / "in" / "move.mp4", b"clip" * 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    polls = PollPolicy(time_scale=60.0, min_interval=0.05, prior=(5.0, 20.0))
+    async with AsyncWanClient(
+        api_key=EMU_KEY, base_url=wan_emulator.base_url, poll_policy=polls
+    ) as client:
+        with anyio.fail_after(15):
+            result = await client.call(request_for(clip, "https://cdn.example/bg.png"))
+            path = await client.download(result, out)
+    assert path == out / f"{result.task_id}.mp4"
+    assert path.read_bytes() == make_mp4(5)
+    seen = wan_emulator.host_requests()
+    assert [r.host for r in seen] == ["upload", "video"]
+    assert all(r.header("authorization") is None for r in seen)

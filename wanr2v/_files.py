@@ -771,9 +771,10 @@ class Downloader:
 
         Args:
             result: a SUCCEEDED task with its ``video_url``.
-            dest: a file path (missing parent folders are created), or an existing folder
-                (or a path ending in a separator), where the file is named
-                ``{task_id}.mp4`` after sanitizing.
+            dest: a folder, where the file is named ``{task_id}.mp4`` (sanitized): an
+                existing folder, a path ending in a separator, or a missing path without
+                an extension (``out/run1``), created. Otherwise a file path (``a.mp4``),
+                whose missing parent folders are created.
             refresh: fetches the task again when the video host refuses the URL (its
                 signature expired); without it such a refusal is final.
 
@@ -846,7 +847,13 @@ class Downloader:
     async def _target(self, result: TaskResult, dest: str | os.PathLike[str]) -> Path:
         text = os.fspath(dest)
         path = Path(text)
-        as_dir = text.endswith(("/", os.sep)) or await anyio.Path(path).is_dir()
+        # A missing path without an extension is a folder to create: callers often pass
+        # Path("videos/"), which has lost its trailing separator.
+        as_dir = (
+            text.endswith(("/", os.sep))
+            or await anyio.Path(path).is_dir()
+            or (not path.suffix and not await anyio.Path(path).exists())
+        )
         try:
             if as_dir:
                 await anyio.Path(path).mkdir(parents=True, exist_ok=True)
