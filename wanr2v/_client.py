@@ -766,10 +766,11 @@ class AsyncWanClient:
 
     async def get_upload_policy(self, model: str, *, base_url: str | None = None) -> UploadPolicy:
         """A temporary-upload policy for ``model`` (``GET /uploads?action=getPolicy``)."""
+        asked_at = anyio.current_time()  # its life counts from before the request
         _, data = await self._session_for(base_url).request(
             "policy", "GET", _config.PATH_UPLOADS, params={"action": "getPolicy", "model": model}
         )
-        return parse_policy(data, obtained_at=anyio.current_time())
+        return parse_policy(data, obtained_at=asked_at)
 
     def _get_uploader(self, base_url: str | None = None) -> Uploader:
         session = self._session_for(base_url)
