@@ -1,0 +1,438 @@
+"""Shared machinery of the chaos suite and its benchmark (``bench/bench_chaos.py``).
+
+A faulted batch: ``n`` tasks against a loopback emulator (time scale 100) where
+about 10 % of all requests meet an injected fault of every kind — 429 bursts, 500,
+503, connections dropped before and after a committed create, slow answers, hangs
+(read timeouts), FAILED tasks and expired video URLs. :func:`run_faulted_batch`
+runs it and returns every figure the tests assert on and the bench prints.
+
+:func:`kill_and_resume` runs the same kind of batch in a child process
+(``tests/_chaos_runner.py``) and kills it with SIGKILL at random points, then
+resumes it from its journal, round after round.
+
+Everything talks to 127.0.0.1 only, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+import sniffio
+
+import wanr2v
+from wanr2v import Limits
+from wanr2v._http import RetryPolicy
+from wanr2v.journal import SQLiteJournal
+from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
+from wanr2v.testing._client import client_for
+
+SCALE = 100.0
+"""Emulator seconds per real second."""
+GENERATION = (20.0, 80.0)
+"""Emulator seconds a task takes (the vendor's 1-5 min would make 200 tasks too slow)."""
+CLIENT_TIMEOUT = 2.0
+"""Real seconds for one HTTP exchange: an injected hang ends in a read timeout."""
+HANG_S = 6.0
+SLOW_S = 0.3
+BATCH_DEADLINE = 150.0
+"""No batch may take longer (real seconds): ``anyio.fail_after`` around it."""
+PLANTED_KEY = "sk-chaos-PLANTED-5e3cr37-0a1b2c3d4e5f"
+RUNNER = Path(__file__).with_name("_chaos_runner.py")
+
+
+def fault_rules(seed: int, *, task_faults: bool = True) -> list[FaultRule]:
+    """About 10 % of requests faulted, every kind represented.
+
+    Rules are checked in order and the first that strikes wins. Two scripted 429
+    bursts open the batch (creates, then queries); then each request meets one of
+    the random rules with the probability given (transport and error kinds on
+    every endpoint, FAILED tasks on creates, expired URLs on the video host).
+
+    Args:
+        task_faults: include FAILED tasks (off for kill-and-resume, where every
+            video must end saved).
+    """
+    rules = [
+        FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.CREATE, count=6, retry_after=0.05),
+        FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.QUERY, count=8, retry_after=0.05),
+        FaultRule(kind=FaultKind.THROTTLE, probability=0.02, seed=seed + 1, retry_after=0.05),
+        FaultRule(kind=FaultKind.SERVER_ERROR, probability=0.015, seed=seed + 2),
+        FaultRule(kind=FaultKind.UNAVAILABLE, probability=0.015, seed=seed + 3),
+        FaultRule(kind=FaultKind.DROP, probability=0.01, seed=seed + 4),
+        FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, probability=0.01, seed=seed + 5),
+        FaultRule(kind=FaultKind.SLOW, probability=0.015, seed=seed + 6, delay=SLOW_S),
+        FaultRule(kind=FaultKind.HANG, probability=0.003, seed=seed + 7, delay=HANG_S),
+        FaultRule(kind=FaultKind.EXPIRED_URL, probability=0.1, seed=seed + 8),
+    ]
+    if task_faults:
+        rules.append(
+            FaultRule(
+                kind=FaultKind.FAIL_TASK,
+                endpoint=Endpoint.CREATE,
+                probability=0.05,
+                seed=seed + 9,
+                code="InternalError.Algo",
+                message="chaos: the task failed",
+            )
+        )
+    # A lost create is what costs money: make sure both kinds hit creates too.
+    rules.append(
+        FaultRule(
+            kind=FaultKind.DROP_AFTER_COMMIT,
+            endpoint=Endpoint.CREATE,
+            probability=0.04,
+            seed=seed + 10,
+        )
+    )
+    rules.append(
+        FaultRule(kind=FaultKind.DROP, endpoint=Endpoint.CREATE, probability=0.02, seed=seed + 11)
+    )
+    return rules
+
+
+def emulator_config(seed: int) -> EmulatorConfig:
+    return EmulatorConfig(time_scale=SCALE, seed=seed, generation_time=GENERATION)
+
+
+def requests(n: int, seed: int) -> dict[str, dict[str, Any]]:
+    """``n`` distinct requests (distinct prompts: a duplicate is then always a re-sent create)."""
+    rng = random.Random(seed)
+    refs = [
+        "https://cdn.example.com/me.mp4",
+        "https://cdn.example.com/dog.png",
+        "https://cdn.example.com/beach.jpg",
+        "https://cdn.example.com/clip.mov",
+    ]
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(n):
+        out[f"item-{i:04d}"] = {
+            "model": rng.choice(["wan2.6-r2v-flash", "wan2.6-r2v"]),
+            "prompt": f"character1 waves at character2, chaos take {i} (seed {seed})",
+            "reference_urls": rng.sample(refs, rng.randint(1, 3)),
+            "duration": rng.choice([2, 5, 10]),
+            "size": rng.choice(["1280*720", "960*960", "1920*1080"]),
+        }
+    return out
+
+
+def client_kwargs() -> dict[str, Any]:
+    """Client settings for the chaos runs: scaled to the emulator, short HTTP timeout."""
+    return {
+        "api_key": PLANTED_KEY,
+        "timeout": CLIENT_TIMEOUT,
+        "reconcile_grace": 0.1,
+        "reconcile_wait": 60.0,
+        "retry_policy": RetryPolicy(max_retries=6, initial=0.05, maximum=0.5, max_retry_after=1.0),
+        "limits": Limits(max_in_flight=50).scaled(SCALE),
+    }
+
+
+# --- resource probes --------------------------------------------------------------------
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what they point at."""
+    out: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+    return out
+
+
+def settle_fds(baseline: Mapping[int, str], timeout: float = 3.0) -> dict[int, str]:
+    """The descriptors open now that were not in ``baseline``, after letting closes land."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {fd: what for fd, what in open_fds().items() if baseline.get(fd) != what}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.05)
+
+
+def part_files(folder: Path) -> list[str]:
+    """Hidden partial downloads (``.NAME.RANDOM.part``) left in ``folder``."""
+    return sorted(p.name for p in folder.glob(".*.part")) if folder.exists() else []
+
+
+def live_tasks() -> int:
+    """Tasks alive in the running event loop (asyncio or trio)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        def count(task: Any) -> int:
+            return 1 + sum(count(c) for n in task.child_nurseries for c in n.child_tasks)
+
+        return count(trio.lowlevel.current_root_task())
+    return len(asyncio.all_tasks())
+
+
+# --- one faulted batch ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class BatchFigures:
+    """Everything measured on one faulted batch."""
+
+    tasks: int
+    wall_s: float
+    requests_total: int
+    faults_total: int
+    faults_by_kind: Mapping[str, int]
+    outcomes: Mapping[str, int]
+    untyped_errors: list[str]
+    downloaded_ok: int
+    failed_tasks_expected: int
+    tasks_created: int
+    duplicate_creates: int
+    orphan_tasks: list[str]
+    shared_task_ids: list[str]
+    max_item_s: float
+    leaked_fds: Mapping[int, str]
+    leaked_tasks: int
+    part_files: list[str]
+    governor_after: Any
+    scheduler_after: Any
+    client_stats: Any
+
+    @property
+    def fault_rate(self) -> float:
+        return self.faults_total / max(1, self.requests_total)
+
+
+async def run_faulted_batch(
+    n: int, seed: int, folder: Path, *, deadline: float = BATCH_DEADLINE
+) -> BatchFigures:
+    """Serve an emulator, run ``n`` faulted tasks with ``run_many``, measure everything."""
+    fds_before = open_fds()
+    tasks_before = live_tasks()
+    reqs = requests(n, seed)
+    done_at: dict[str, float] = {}
+    items: list[wanr2v.BatchItem] = []
+    with serve(emulator_config(seed)) as emu:
+        for rule in fault_rules(seed):
+            emu.faults.add(rule)
+        started = time.monotonic()
+        async with client_for(emu, **client_kwargs()) as client:
+            with anyio.fail_after(deadline):
+                async with client.as_completed(reqs, download_to=folder) as results:
+                    async for item in results:
+                        done_at[str(item.key)] = time.monotonic() - started
+                        items.append(item)
+            wall = time.monotonic() - started
+            governor = client.governor.statistics()
+            scheduler = client.scheduler.statistics()
+            cstats = client.statistics()
+        emu.faults.clear()
+        stats = emu.stats()
+        records = emu.task_records()
+    await anyio.lowlevel.checkpoint()  # let finished tasks be collected
+    leaked = settle_fds(fds_before)
+    tasks_after = live_tasks()
+
+    outcomes: collections.Counter[str] = collections.Counter()
+    untyped: list[str] = []
+    downloaded_ok = 0
+    owned: collections.Counter[str] = collections.Counter()
+    for it in items:
+        if it.task is not None:
+            owned[it.task.task_id] += 1
+        if it.error is None:
+            if it.path is not None and it.path.is_file() and it.path.stat().st_size > 0:
+                outcomes["downloaded"] += 1
+                downloaded_ok += 1
+            else:
+                outcomes["succeeded, not saved"] += 1
+        elif isinstance(it.error, wanr2v.WanError):
+            outcomes[type(it.error).__name__] += 1
+        else:
+            outcomes[f"untyped {type(it.error).__name__}"] += 1
+            untyped.append(f"{it.key}: {it.error!r}")
+    server_ids = {r.task_id for r in records}
+    return BatchFigures(
+        tasks=n,
+        wall_s=wall,
+        requests_total=stats.total_requests,
+        faults_total=sum(stats.faults_injected.values()),
+        faults_by_kind=dict(stats.faults_injected),
+        outcomes=dict(outcomes),
+        untyped_errors=untyped,
+        downloaded_ok=downloaded_ok,
+        failed_tasks_expected=stats.faults_injected.get("fail_task", 0),
+        tasks_created=stats.tasks_created,
+        duplicate_creates=stats.duplicate_creates,
+        orphan_tasks=sorted(server_ids - set(owned)),
+        shared_task_ids=sorted(t for t, c in owned.items() if c > 1),
+        max_item_s=max(done_at.values(), default=0.0),
+        leaked_fds=leaked,
+        leaked_tasks=tasks_after - tasks_before,
+        part_files=part_files(folder),
+        governor_after=governor,
+        scheduler_after=scheduler,
+        client_stats=cstats,
+    )
+
+
+# --- kill and resume --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RoundFigures:
+    """One round of kill-and-resume."""
+
+    round: int
+    mode: str
+    killed_after_s: float | None
+    exit_code: int | None
+    journal_states: Mapping[str, int]
+    tasks_created: int
+    duplicate_creates: int
+    saved: int
+
+
+@attrs.frozen(kw_only=True)
+class ResumeFigures:
+    tasks: int
+    rounds: list[RoundFigures]
+    saved: int
+    tasks_created: int
+    duplicate_creates: int
+    orphan_tasks: int
+    part_files: list[str]
+    final_states: Mapping[str, int]
+    wall_s: float
+
+
+def journal_states(path: Path) -> dict[str, int]:
+    """Submission counts by state, read straight from the SQLite file (read-only)."""
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = conn.execute("SELECT state, COUNT(*) FROM submissions GROUP BY state").fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    return {str(s): int(c) for s, c in rows}
+
+
+def journal_task_ids(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        rows = conn.execute(
+            "SELECT batch_key, task_id FROM submissions WHERE task_id IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {str(k): str(t) for k, t in rows}
+
+
+def _spawn(mode: str, base_url: str, work: Path, n: int, seed: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DASHSCOPE_API_KEY", None)
+    argv = [sys.executable, str(RUNNER), mode, "--base-url", base_url]
+    argv += ["--journal", str(work / "batch.db"), "--out", str(work / "videos")]
+    argv += ["--tasks", str(n), "--seed", str(seed)]
+    with open(work / f"runner-{mode}.log", "ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+
+
+def kill_and_resume(
+    n: int,
+    seed: int,
+    work: Path,
+    *,
+    kills: int = 3,
+    kill_window: tuple[float, float] = (0.5, 3.0),
+    final_timeout: float = 120.0,
+) -> ResumeFigures:
+    """Run a journaled batch in a child; SIGKILL it ``kills`` times at random points
+    (resuming from the journal each time); let the last resume finish; measure."""
+    rng = random.Random(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "batch.db"
+    videos = work / "videos"
+    rounds: list[RoundFigures] = []
+    started = time.monotonic()
+    with serve(emulator_config(seed)) as emu:
+        for rule in fault_rules(seed, task_faults=False):
+            emu.faults.add(rule)
+        for r in range(kills + 1):
+            mode = "run" if r == 0 else "resume"
+            proc = _spawn(mode, emu.base_url, work, n, seed)
+            killed_after: float | None = None
+            try:
+                if r < kills:
+                    if r == 0:
+                        # Kill only once every submission is journaled: a resume can only
+                        # finish what the journal knows (a rerun of ``run`` would add the rest).
+                        t0 = time.monotonic()
+                        while sum(journal_states(db).values()) < n:
+                            if proc.poll() is not None or time.monotonic() - t0 > 30:
+                                break
+                            time.sleep(0.02)
+                    delay = rng.uniform(*kill_window)
+                    t1 = time.monotonic()
+                    try:
+                        proc.wait(timeout=delay)
+                    except subprocess.TimeoutExpired:
+                        proc.send_signal(signal.SIGKILL)
+                        proc.wait(timeout=10)
+                        killed_after = time.monotonic() - t1
+                else:
+                    proc.wait(timeout=final_timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            st = emu.stats()
+            rounds.append(
+                RoundFigures(
+                    round=r + 1,
+                    mode=mode,
+                    killed_after_s=killed_after,
+                    exit_code=proc.returncode,
+                    journal_states=journal_states(db),
+                    tasks_created=st.tasks_created,
+                    duplicate_creates=st.duplicate_creates,
+                    saved=len(list(videos.glob("*.mp4"))) if videos.exists() else 0,
+                )
+            )
+        emu.faults.clear()
+        st = emu.stats()
+        server_ids = {rec.task_id for rec in emu.task_records()}
+    owned = set(journal_task_ids(db).values())
+    return ResumeFigures(
+        tasks=n,
+        rounds=rounds,
+        saved=len(list(videos.glob("*.mp4"))),
+        tasks_created=st.tasks_created,
+        duplicate_creates=st.duplicate_creates,
+        orphan_tasks=len(server_ids - owned),
+        part_files=part_files(videos),
+        final_states=journal_states(db),
+        wall_s=time.monotonic() - started,
+    )
+
+
+async def open_journal(path: Path) -> SQLiteJournal:
+    return await SQLiteJournal.open(path)

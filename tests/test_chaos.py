@@ -1,0 +1,191 @@
+"""Chaos: faulted batches against the loopback emulator, and kill -9 in the middle.
+
+About 10 % of all requests meet an injected fault of every kind (429 bursts, 500,
+503, drops before and after a committed create, slow answers, hangs, FAILED tasks,
+expired video URLs). Whatever happens, every item ends downloaded or with a typed
+``WanError``, no create is paid twice, nothing hangs, and nothing is left open.
+The figures are printed by ``bench/bench_chaos.py`` (``nox -s chaos``).
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import anyio
+import pytest
+
+import wanr2v
+from tests import _chaos
+from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
+from wanr2v.testing._client import client_for
+
+pytestmark = [pytest.mark.chaos, pytest.mark.anyio]
+
+TASKS = 200
+ALL_KINDS = {k.value for k in FaultKind}
+
+
+def _show(fig: _chaos.BatchFigures) -> str:
+    return (
+        f"{fig.tasks} tasks in {fig.wall_s:.1f}s, {fig.faults_total}/{fig.requests_total} "
+        f"requests faulted ({fig.fault_rate:.1%}) {dict(fig.faults_by_kind)}; "
+        f"outcomes {dict(fig.outcomes)}; duplicates {fig.duplicate_creates}"
+    )
+
+
+async def test_faulted_batch_ends_every_task_and_leaks_nothing(tmp_path: Path) -> None:
+    """200 tasks, ~10 % of requests faulted: all end downloaded or typed, 0 duplicates, no leak."""
+    fig = await _chaos.run_faulted_batch(TASKS, seed=7, folder=tmp_path)
+    print("\n" + _show(fig))
+    # The chaos was real: every kind struck, about one request in ten.
+    assert set(fig.faults_by_kind) == ALL_KINDS, fig.faults_by_kind
+    assert 0.07 <= fig.fault_rate <= 0.15
+    # Every item ended downloaded or with a typed error; FAILED tasks are exactly the
+    # tasks the emulator was told to fail.
+    assert fig.untyped_errors == []
+    assert sum(fig.outcomes.values()) == TASKS
+    assert fig.outcomes.get("succeeded, not saved", 0) == 0
+    assert fig.outcomes.get("TaskFailedError", 0) == fig.failed_tasks_expected
+    assert fig.downloaded_ok >= TASKS * 0.85
+    # No paid task twice, none orphaned, none shared by two items.
+    assert fig.duplicate_creates == 0
+    assert fig.shared_task_ids == []
+    assert fig.orphan_tasks == []
+    # Nothing left behind: descriptors, tasks, partial files, governor and scheduler state.
+    assert fig.leaked_fds == {}
+    assert fig.leaked_tasks == 0
+    assert fig.part_files == []
+    gov = fig.governor_after
+    assert (gov.http_in_flight, gov.http_waiting, gov.tasks_in_flight, gov.tasks_waiting) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert all(r.waiting == 0 for r in gov.rates.values())
+    assert fig.scheduler_after.watched == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_faulted_batch_under_trio(tmp_path: Path) -> None:
+    """The same chaos under trio: every item typed or downloaded, 0 duplicates, no leak."""
+    fig = await _chaos.run_faulted_batch(100, seed=8, folder=tmp_path)
+    print("\n" + _show(fig))
+    assert fig.untyped_errors == []
+    assert fig.outcomes.get("TaskFailedError", 0) == fig.failed_tasks_expected
+    assert fig.duplicate_creates == 0 and fig.orphan_tasks == [] and fig.shared_task_ids == []
+    assert fig.leaked_fds == {} and fig.leaked_tasks == 0 and fig.part_files == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_kill_and_resume_three_times(tmp_path: Path) -> None:
+    """SIGKILL at three random points, resumed from the journal: every video saved, 0 duplicates."""
+    fig = await anyio.to_thread.run_sync(
+        lambda: _chaos.kill_and_resume(TASKS, seed=5, work=tmp_path / "batch")
+    )
+    for r in fig.rounds:
+        print(
+            f"\nround {r.round} ({r.mode}): killed after {r.killed_after_s}, exit {r.exit_code}, "
+            f"journal {dict(r.journal_states)}, created {r.tasks_created}, "
+            f"duplicates {r.duplicate_creates}, saved {r.saved}"
+        )
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "batch").glob("runner-*.log")))
+    assert [r.exit_code for r in fig.rounds] == [-9, -9, -9, 0], logs[-3000:]
+    assert fig.final_states == {"DOWNLOADED": TASKS}
+    assert fig.saved == TASKS
+    assert fig.tasks_created == TASKS
+    assert fig.duplicate_creates == 0
+    assert fig.orphan_tasks == 0
+    for video in (tmp_path / "batch" / "videos").glob("*.mp4"):
+        assert video.read_bytes()[4:8] == b"ftyp"
+
+
+def _quiet_config(**kw: object) -> EmulatorConfig:
+    return EmulatorConfig(time_scale=_chaos.SCALE, seed=3, generation_time=(20.0, 60.0), **kw)  # type: ignore[arg-type]
+
+
+async def test_a_streak_of_5xx_on_polls_never_ends_a_wait(tmp_path: Path) -> None:
+    """Three 5xx in a row on every task's polls (the vendor SDK lost a task so): none is lost."""
+    n = 20
+    with serve(_quiet_config()) as emu:
+        emu.faults.add(FaultRule(kind=FaultKind.SERVER_ERROR, endpoint=Endpoint.QUERY, count=3 * n))
+        emu.faults.add(FaultRule(kind=FaultKind.UNAVAILABLE, endpoint=Endpoint.QUERY, count=n))
+        async with client_for(emu, **_chaos.client_kwargs()) as client:
+            with anyio.fail_after(60):
+                items = await client.run_many(_chaos.requests(n, 3), download_to=tmp_path)
+        stats = emu.stats()
+    assert stats.faults_injected == {"server_error": 3 * n, "unavailable": n}
+    assert all(it.ok and it.path is not None for it in items), [it.error for it in items]
+    assert stats.duplicate_creates == 0 and stats.tasks_created == n
+
+
+async def test_creates_lost_after_commit_are_adopted_not_resent(tmp_path: Path) -> None:
+    """Half the creates commit and then lose their answer: each task is adopted, none re-sent."""
+    n = 20
+    with serve(_quiet_config()) as emu:
+        emu.faults.add(
+            FaultRule(
+                kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, probability=0.5, seed=1
+            )
+        )
+        async with client_for(emu, **_chaos.client_kwargs()) as client:
+            with anyio.fail_after(60):
+                items = await client.run_many(_chaos.requests(n, 4), download_to=tmp_path)
+            reconciled = client.statistics().reconciled
+        stats = emu.stats()
+    lost = stats.faults_injected.get("drop_after_commit", 0)
+    assert lost >= 5
+    assert reconciled == lost
+    assert all(it.ok for it in items), [it.error for it in items]
+    assert stats.tasks_created == n and stats.duplicate_creates == 0
+
+
+async def test_concurrent_calls_under_chaos_are_bounded_and_typed(tmp_path: Path) -> None:
+    """60 concurrent call()+download() under the chaos mix, each under fail_after: all typed."""
+    n = 60
+    outcomes: collections.Counter[str] = collections.Counter()
+    fds_before = _chaos.open_fds()
+    with serve(_chaos.emulator_config(21)) as emu:
+        for rule in _chaos.fault_rules(21):
+            emu.faults.add(rule)
+        async with client_for(emu, **_chaos.client_kwargs()) as client:
+
+            async def one(fields: dict[str, object]) -> None:
+                try:
+                    with anyio.fail_after(60):
+                        result = await client.call(**fields)  # type: ignore[arg-type]
+                        await client.download(result, tmp_path)
+                    outcomes["downloaded"] += 1
+                except wanr2v.WanError as exc:
+                    outcomes[type(exc).__name__] += 1
+
+            async with anyio.create_task_group() as tg:
+                for fields in _chaos.requests(n, 21).values():
+                    tg.start_soon(one, fields)
+            gov = client.governor.statistics()
+        stats = emu.stats()
+    assert sum(outcomes.values()) == n
+    assert outcomes["downloaded"] >= n * 0.8, outcomes
+    assert stats.duplicate_creates == 0
+    assert gov.tasks_in_flight == 0 and gov.http_in_flight == 0
+    assert _chaos.settle_fds(fds_before) == {}
+    assert _chaos.part_files(tmp_path) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a 500 answer to a create ends the item with ServerError instead of being "
+    "reconciled like a lost answer (wanr2v/_http.py CREATE_RETRYABLE_STATUS / _client.py "
+    "submit_body); see the chaos report",
+)
+async def test_a_500_on_create_is_reconciled_not_final(tmp_path: Path) -> None:
+    """A create answered 500 (outcome unknown) is looked up, then sent again: the item succeeds."""
+    with serve(_quiet_config()) as emu:
+        emu.faults.add(FaultRule(kind=FaultKind.SERVER_ERROR, endpoint=Endpoint.CREATE, count=2))
+        async with client_for(emu, **_chaos.client_kwargs()) as client:
+            with anyio.fail_after(60):
+                items = await client.run_many(_chaos.requests(4, 9), download_to=tmp_path)
+        stats = emu.stats()
+    assert stats.duplicate_creates == 0
+    assert all(it.ok for it in items), [type(it.error).__name__ for it in items]
