@@ -173,12 +173,6 @@ async def test_concurrent_calls_under_chaos_are_bounded_and_typed(tmp_path: Path
     assert _chaos.part_files(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 500 answer to a create ends the item with ServerError instead of being "
-    "reconciled like a lost answer (wanr2v/_http.py CREATE_RETRYABLE_STATUS / _client.py "
-    "submit_body); see the chaos report",
-)
 async def test_a_500_on_create_is_reconciled_not_final(tmp_path: Path) -> None:
     """A create answered 500 (outcome unknown) is looked up, then sent again: the item succeeds."""
     with serve(_quiet_config()) as emu:

@@ -141,12 +141,14 @@ async def test_create_resent_when_provably_nothing_made(api_key: str, answer: ob
 )
 @respx.mock
 async def test_create_not_resent_on_500(api_key: str, answer: httpx.Response) -> None:
-    """A 5xx other than 503 on create may hide a made task: no blind re-send."""
+    """A 5xx other than 503 on create may hide a made task: no blind re-send, the
+    outcome is unknown (reconciliation, when on, looks the task up)."""
     route = respx.post(CREATE).mock(side_effect=[answer, ok_created()])
     async with fast_client() as c:
-        with pytest.raises(wanr2v.ServerError):
+        with pytest.raises(wanr2v.SubmitOutcomeUnknownError) as ei:
             await c.async_call(**FIELDS)
     assert len(route.calls) == 1
+    assert isinstance(ei.value.cause, wanr2v.ServerError)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

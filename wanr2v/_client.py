@@ -24,6 +24,8 @@ from ._events import EventHub, TaskEvent
 from ._exceptions import (
     ConfigurationError,
     InvalidRequestError,
+    ServerError,
+    ServiceUnavailableError,
     SubmitOutcomeUnknownError,
     TaskCanceledError,
     TaskFailedError,
@@ -57,6 +59,9 @@ __all__ = ["AsyncWanClient", "ClientStatistics"]
 logger = logging.getLogger("wanr2v")
 
 TaskLike = Task | TaskResult | TaskSummary | str
+
+MAX_CREATE_ROUNDS = 3
+"""Sends of one submission whose earlier outcome was proven empty by reconciliation."""
 
 
 @attrs.frozen(kw_only=True)
@@ -379,7 +384,8 @@ class AsyncWanClient:
 
         The create is re-sent only when the service provably made nothing: no
         connection, or a 429 / 503 answer. When the answer is lost after the request
-        may have arrived, the client lists the account's tasks of that model, matches
+        may have arrived (or is a 500 / 502 / 504, which may hide a made task), the
+        client lists the account's tasks of that model, matches
         the unclaimed ones by prompt, and adopts a match; when the service provably has
         no such task it sends once more; otherwise it raises
         :class:`SubmitOutcomeUnknownError` — never a blind duplicate.
@@ -424,7 +430,8 @@ class AsyncWanClient:
         fp = fingerprint(body)
         sid = submission_id or uuid.uuid4().hex
         model = str(body.get("model"))
-        for _round in range(2):
+        last: SubmitOutcomeUnknownError | None = None
+        for _round in range(MAX_CREATE_ROUNDS):
             sent_at = time.time()
             if on_sent is not None:
                 maybe = on_sent(sent_at)
@@ -439,21 +446,24 @@ class AsyncWanClient:
                     headers=headers,
                     priority=anyio.current_time(),
                 )
-            except TransportError as exc:
-                if not getattr(exc, "maybe_sent", True):
-                    raise
-                unknown = SubmitOutcomeUnknownError(
-                    f"The create for submission {sid} was sent but its answer was lost "
-                    f"({exc}); a task may exist. It was not re-sent.",
+            except (TransportError, ServerError) as exc:
+                if isinstance(exc, TransportError) and not getattr(exc, "maybe_sent", True):
+                    raise  # nothing reached the service (already retried)
+                if isinstance(exc, ServiceUnavailableError):
+                    raise  # a 503 refuses the create: nothing was made (already retried)
+                # A lost answer, or a 500/502/504: the task may or may not exist.
+                last = SubmitOutcomeUnknownError(
+                    f"The create for submission {sid} was sent but its outcome is unknown "
+                    f"({exc}); a task may exist. It was not re-sent blindly.",
                     fingerprint=fp,
                     submission_id=sid,
                     sent_at=sent_at,
                     cause=exc,
                 )
                 if not self.reconcile_enabled:
-                    raise unknown from exc
+                    raise last from exc
                 found = await self.reconcile(
-                    body, sent_at=sent_at, error=unknown, claimed=claimed, base_url=session.base_url
+                    body, sent_at=sent_at, error=last, claimed=claimed, base_url=session.base_url
                 )
                 if found is not None:
                     return found
@@ -470,9 +480,11 @@ class AsyncWanClient:
             self._adopt(task)
             return task
         raise SubmitOutcomeUnknownError(
-            f"Submission {sid}: the create's answer was lost twice; not sending a third time.",
+            f"Submission {sid}: the create's outcome was unknown {MAX_CREATE_ROUNDS} times and "
+            "each time the service provably had no task; giving up without sending again.",
             fingerprint=fp,
             submission_id=sid,
+            cause=last,
         )
 
     def _region_of(self, base_url: str) -> str:
