@@ -161,6 +161,24 @@ def test_task_id_alone_assumes_default_region(api_key: str) -> None:
         c._session_for("https://dashscope-us.aliyuncs.com/api/v1")
 
 
+async def test_handle_from_id_says_its_region(two_regions: Emulator) -> None:
+    """client.task(id, region=...) names the region it assumes, and fetch goes there."""
+    urls: list[str] = []
+    client = multi_client(two_regions, urls)
+    async with client, client.http:
+        made = await client.async_call(**FLASH, region="singapore")
+        handle = client.task(made.task_id, region="singapore")
+        assert handle.region == "singapore"
+        assert (await client.fetch(handle)).task_id == made.task_id
+        assert client.task(made.task_id).region == "beijing"
+    # A client that never saw the task, asked in the wrong region: the service says
+    # UNKNOWN, a typed error rather than a guess.
+    other = multi_client(two_regions, [])
+    async with other, other.http:
+        with pytest.raises(wanr2v.TaskNotFoundError):
+            await other.wait(other.task(made.task_id))
+
+
 def test_region_endpoint_masks_key() -> None:
     """RegionEndpoint never shows its key."""
     assert SG_KEY not in repr(RegionEndpoint(api_key=SG_KEY))

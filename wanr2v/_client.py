@@ -551,6 +551,23 @@ class AsyncWanClient:
             return task.task_id, None
         raise TypeError(f"expected a task id, Task or TaskResult, got {type(task).__name__}.")
 
+    def task(self, task_id: str, *, region: str | None = None) -> Task:
+        """A handle for a task id known from elsewhere (a log, a database).
+
+        A task id lives only in the region that created it, and the id alone does not
+        say which: the handle assumes ``region`` if given, else this client's default
+        region (``handle.region`` says which), and every call on it goes there.
+        """
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValueError("task_id must be a non-empty string.")
+        session = self.session_for_region(region) if region is not None else self._session
+        return Task(
+            task_id=task_id.strip(),
+            status=TaskStatus.UNRECOGNIZED,
+            base_url=session.base_url,
+            region=self._names[session.base_url],
+        )
+
     async def fetch(self, task: TaskLike) -> TaskResult:
         """Query a task once (``GET /tasks/{id}``), where it lives.
 
