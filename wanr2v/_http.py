@@ -214,7 +214,7 @@ class ApiSession:
             if status == 200:
                 try:
                     data = resp.json()
-                except ValueError:
+                except (ValueError, RecursionError):  # a deeply nested body is malformed too
                     data = None
                 if isinstance(data, dict):
                     rid = data.get("request_id", rid)

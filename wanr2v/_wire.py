@@ -367,7 +367,7 @@ def parse_error_body(content: bytes) -> tuple[str | None, str | None, str | None
     """``(code, message, request_id)`` from an error answer, tolerating any body."""
     try:
         data = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         text = content[:200].decode("utf-8", "replace").strip()
         return None, text or None, None
     if not isinstance(data, Mapping):

@@ -460,7 +460,7 @@ class Emulator:
                 return _error(403, *_rules.SYNC_NOT_SUPPORTED, rid)
             try:
                 data = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 return _error(400, *_rules.BAD_JSON, rid)
             if not isinstance(data, dict):
                 return _error(400, *_rules.BAD_JSON, rid)
