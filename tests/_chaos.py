@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import random
 import signal
@@ -346,14 +347,33 @@ def journal_task_ids(path: Path) -> dict[str, str]:
     return {str(k): str(t) for k, t in rows}
 
 
-def _spawn(mode: str, base_url: str, work: Path, n: int, seed: int) -> subprocess.Popen[bytes]:
+def _spawn(
+    via: str, mode: str, base_url: str, work: Path, n: int, seed: int
+) -> subprocess.Popen[bytes]:
+    """Start round ``mode`` (``run``/``resume``) of the batch in a child process, either
+    through ``tests/_chaos_runner.py`` (the Python API) or through the ``wanr2v`` CLI."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DASHSCOPE_API_KEY", None)
-    argv = [sys.executable, str(RUNNER), mode, "--base-url", base_url]
-    argv += ["--journal", str(work / "batch.db"), "--out", str(work / "videos")]
-    argv += ["--tasks", str(n), "--seed", str(seed)]
-    with open(work / f"runner-{mode}.log", "ab") as log:
+    env.pop("DASHSCOPE_HTTP_BASE_URL", None)
+    db, videos = str(work / "batch.db"), str(work / "videos")
+    if via == "cli":
+        env["DASHSCOPE_API_KEY"] = PLANTED_KEY
+        argv = [sys.executable, "-m", "wanr2v", mode]
+        if mode == "run":
+            argv += [str(work / "requests.jsonl"), "--out", videos]
+            argv += ["--base-url", base_url, "--time-scale", f"{SCALE:g}"]
+        argv += ["--journal", db]
+    else:
+        argv = [sys.executable, str(RUNNER), mode, "--base-url", base_url]
+        argv += ["--journal", db, "--out", videos, "--tasks", str(n), "--seed", str(seed)]
+    with open(work / f"{via}-{mode}.log", "ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+
+
+def write_jsonl(path: Path, n: int, seed: int) -> None:
+    """The chaos requests as a CLI batch file (one JSON object a line, with its key)."""
+    lines = [json.dumps({"key": k, **f}) for k, f in requests(n, seed).items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def kill_and_resume(
@@ -364,21 +384,29 @@ def kill_and_resume(
     kills: int = 3,
     kill_window: tuple[float, float] = (0.5, 3.0),
     final_timeout: float = 120.0,
+    via: str = "runner",
 ) -> ResumeFigures:
     """Run a journaled batch in a child; SIGKILL it ``kills`` times at random points
-    (resuming from the journal each time); let the last resume finish; measure."""
+    (resuming from the journal each time); let the last resume finish; measure.
+
+    Args:
+        via: ``"runner"`` (``tests/_chaos_runner.py``: ``run_many`` / ``client.resume``)
+            or ``"cli"`` (``wanr2v run`` / ``wanr2v resume``).
+    """
     rng = random.Random(seed)
     work.mkdir(parents=True, exist_ok=True)
     db = work / "batch.db"
     videos = work / "videos"
     rounds: list[RoundFigures] = []
+    if via == "cli":
+        write_jsonl(work / "requests.jsonl", n, seed)
     started = time.monotonic()
     with serve(emulator_config(seed)) as emu:
         for rule in fault_rules(seed, task_faults=False):
             emu.faults.add(rule)
         for r in range(kills + 1):
             mode = "run" if r == 0 else "resume"
-            proc = _spawn(mode, emu.base_url, work, n, seed)
+            proc = _spawn(via, mode, emu.base_url, work, n, seed)
             killed_after: float | None = None
             try:
                 if r < kills:

@@ -90,7 +90,7 @@ async def test_kill_and_resume_three_times(tmp_path: Path) -> None:
             f"journal {dict(r.journal_states)}, created {r.tasks_created}, "
             f"duplicates {r.duplicate_creates}, saved {r.saved}"
         )
-    logs = "".join(p.read_text() for p in sorted((tmp_path / "batch").glob("runner-*.log")))
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "batch").glob("*.log")))
     assert [r.exit_code for r in fig.rounds] == [-9, -9, -9, 0], logs[-3000:]
     assert fig.final_states == {"DOWNLOADED": TASKS}
     assert fig.saved == TASKS
@@ -183,3 +183,19 @@ async def test_a_500_on_create_is_reconciled_not_final(tmp_path: Path) -> None:
         stats = emu.stats()
     assert stats.duplicate_creates == 0
     assert all(it.ok for it in items), [type(it.error).__name__ for it in items]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cli_run_killed_and_resumed_three_times(tmp_path: Path) -> None:
+    """``wanr2v run`` SIGKILLed three times, finished by ``wanr2v resume``: all saved, 0 duplicates."""
+    pytest.importorskip("wanr2v._cli", reason="the CLI is not there yet")
+    n = 60
+    fig = await anyio.to_thread.run_sync(
+        lambda: _chaos.kill_and_resume(n, seed=6, work=tmp_path / "cli", via="cli")
+    )
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "cli").glob("*.log")))
+    assert [r.exit_code for r in fig.rounds] == [-9, -9, -9, 0], logs[-3000:]
+    assert fig.final_states == {"DOWNLOADED": n}
+    assert fig.saved == n and fig.tasks_created == n
+    assert fig.duplicate_creates == 0 and fig.orphan_tasks == 0
+    assert _chaos.PLANTED_KEY not in logs

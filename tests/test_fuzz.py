@@ -45,6 +45,7 @@ EXAMPLES: collections.Counter[str] = collections.Counter()
 
 FUZZ = settings(
     max_examples=100,
+    database=None,  # no .hypothesis/ folder in the tree; failures print their example
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
