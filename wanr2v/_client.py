@@ -424,7 +424,8 @@ class AsyncWanClient:
         Args:
             claimed: returns task ids already owned by other submissions (the journal's),
                 excluded when reconciling.
-            on_sent: awaited with the UNIX time just before each send (journals record it).
+            on_sent: awaited with the UNIX time just before each send goes out, after the
+                governor's pacing (journals record the create as sent there).
         """
         session = self._session_for(base_url)
         fp = fingerprint(body)
@@ -432,11 +433,13 @@ class AsyncWanClient:
         model = str(body.get("model"))
         last: SubmitOutcomeUnknownError | None = None
         for _round in range(MAX_CREATE_ROUNDS):
-            sent_at = time.time()
-            if on_sent is not None:
-                maybe = on_sent(sent_at)
-                if hasattr(maybe, "__await__"):
-                    await maybe
+            sent = [time.time()]
+
+            async def before_send(sent: list[float] = sent) -> None:
+                sent[0] = time.time()
+                if on_sent is not None:
+                    await _maybe_await(on_sent(sent[0]))
+
             try:
                 _, data = await session.request(
                     "create",
@@ -445,6 +448,7 @@ class AsyncWanClient:
                     json=dict(body),
                     headers=headers,
                     priority=anyio.current_time(),
+                    before_send=before_send,
                 )
             except (TransportError, ServerError) as exc:
                 if isinstance(exc, TransportError) and not getattr(exc, "maybe_sent", True):
@@ -457,13 +461,13 @@ class AsyncWanClient:
                     f"({exc}); a task may exist. It was not re-sent blindly.",
                     fingerprint=fp,
                     submission_id=sid,
-                    sent_at=sent_at,
+                    sent_at=sent[0],
                     cause=exc,
                 )
                 if not self.reconcile_enabled:
                     raise last from exc
                 found = await self.reconcile(
-                    body, sent_at=sent_at, error=last, claimed=claimed, base_url=session.base_url
+                    body, sent_at=sent[0], error=last, claimed=claimed, base_url=session.base_url
                 )
                 if found is not None:
                     return found
@@ -474,7 +478,7 @@ class AsyncWanClient:
                 base_url=session.base_url,
                 region=self._region_of(session.base_url),
                 model=model,
-                submitted_at=sent_at,
+                submitted_at=sent[0],
                 fp=fp,
             )
             self._adopt(task)

@@ -12,7 +12,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import anyio
@@ -160,8 +160,13 @@ class ApiSession:
         priority: float = 0.0,
         task_id: str | None = None,
         max_retries: int | None = None,
+        before_send: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[httpx.Response, Any]:
         """Send one API call with the retry rule of its ``kind``; return the answer and JSON.
+
+        ``before_send`` is awaited right before each attempt goes out, after the
+        governor's pacing (a journal records a create as sent there, not while it
+        still waits for its turn).
 
         Raises:
             APIError: (a subclass) for an error answer, after the allowed retries.
@@ -177,6 +182,8 @@ class ApiSession:
             started = anyio.current_time()
             try:
                 async with self.governor.http_slot():
+                    if before_send is not None:
+                        await before_send()
                     self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
                     resp = await self.http.request(
                         method, url, json=json, params=params, headers=hdrs
