@@ -76,6 +76,7 @@ class BatchItem:
 
     @property
     def ok(self) -> bool:
+        """The task SUCCEEDED and nothing failed after (the download, when asked for)."""
         return self.error is None and self.result is not None and self.result.succeeded
 
 

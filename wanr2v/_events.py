@@ -82,6 +82,7 @@ class EventHub:
             send.close()
 
     def emit(self, kind: EventKind, task_id: str, result: TaskResult | None = None) -> None:
+        """Deliver one event to every callback and stream; a full stream drops it."""
         if not self._callbacks and not self._streams:
             return
         event = TaskEvent(

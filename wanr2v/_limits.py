@@ -116,6 +116,8 @@ class Limits:
         )
 
     def rate_for(self, kind: Kind) -> float | None:
+        """The configured rate for one kind of call (``query_share`` applied to query,
+        list and cancel), or ``None`` when that kind is not limited."""
         if kind == "create":
             return self.creates_per_second
         if kind == "policy":

@@ -311,10 +311,12 @@ class TaskResult:
 
     @property
     def is_final(self) -> bool:
+        """The status is final: SUCCEEDED, FAILED, CANCELED or UNKNOWN."""
         return self.status.is_final
 
     @property
     def succeeded(self) -> bool:
+        """The status is SUCCEEDED (``video_url`` and ``usage`` are set)."""
         return self.status is TaskStatus.SUCCEEDED
 
 
