@@ -526,8 +526,10 @@ class AsyncWanClient:
         """
         from ._reconcile import find_lost_task
 
-        async with self._reconcile_lock:
-            await anyio.sleep(self.reconcile_grace)
+        # Lookups run in parallel (a candidate may take minutes to show its prompt);
+        # only the claim is serialized, so two lost creates never adopt one task.
+        await anyio.sleep(self.reconcile_grace)
+        for _ in range(3):
             extra = set(await _maybe_await(claimed())) if claimed is not None else set()
             task = await find_lost_task(
                 self,
@@ -537,10 +539,15 @@ class AsyncWanClient:
                 claimed=self._claimed | extra,
                 base_url=base_url,
             )
-            if task is not None:
-                self._reconciled += 1
-                self._adopt(task)
-            return task
+            async with self._reconcile_lock:
+                if task is None:
+                    return None
+                if task.task_id not in self._claimed:
+                    self._reconciled += 1
+                    self._adopt(task)
+                    return task
+            # Claimed meanwhile by another reconciliation: look again without it.
+        raise error
 
     # --- query --------------------------------------------------------------------------
 
