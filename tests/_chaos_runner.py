@@ -45,7 +45,8 @@ async def main(args: argparse.Namespace) -> int:
     ok = sum(it.ok or it.path is not None for it in items)
     errors = sorted({type(it.error).__name__ for it in items if it.error is not None})
     print(f"{args.mode}: {len(items)} items, {ok} ok, errors={errors}", flush=True)
-    return 0
+    # Like `wanr2v`: 3 when something is unfinished and a resume would go on with it.
+    return 0 if ok == len(items) else 3
 
 
 if __name__ == "__main__":
