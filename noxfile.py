@@ -33,8 +33,16 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, and pyright's completeness of the public API."""
     session.install("-e", ".[test]", "mypy>=1.10", "pyright>=1.1.380")
     session.run("mypy", "-p", "wanr2v")
+    session.run("mypy", "tests/test_typing_public.py", "examples")
     if "--no-pyright" not in session.posargs:
         session.run("pyright", "--verifytypes", "wanr2v", "--ignoreexternal")
+
+
+@nox.session(python=PY)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode (warnings are errors)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PY)

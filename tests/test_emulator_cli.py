@@ -38,6 +38,7 @@ def test_public_surface_is_pinned() -> None:
         "RegionConfig",
         "ScaledClock",
         "TaskRecord",
+        "client_for",
         "make_mp4",
         "serve",
     }

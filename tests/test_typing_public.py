@@ -96,7 +96,7 @@ async def _uses_client() -> None:
         assert_type(await client.download(task, Path("out") / "a.mp4"), Path)
         assert_type(await client.cancel(task), None)
 
-        rows = await client.list_tasks(model="wan2.6-r2v-flash", status=TaskStatus.SUCCEEDED)
+        rows = client.list_tasks(model="wan2.6-r2v-flash", status=TaskStatus.SUCCEEDED)
         assert_type(rows, AsyncIterator[TaskSummary])
         async for row in rows:
             assert_type(row.status, TaskStatus)

@@ -258,7 +258,7 @@ async def test_list_pages_and_filters(api_key: str) -> None:
     async with client() as c:
         rows = [
             r
-            async for r in await c.list_tasks(
+            async for r in c.list_tasks(
                 model="wan2.6-r2v",
                 status="SUCCEEDED",
                 page_size=2,

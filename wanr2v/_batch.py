@@ -135,7 +135,7 @@ class BatchRunner:
             raise ValueError(f"on_cancel must be 'detach' or 'cancel_pending', got {on_cancel!r}.")
         self.client = client
         self.journal = journal
-        self.download_to = Path(download_to) if download_to is not None else None
+        self.download_to: Path | None = Path(download_to) if download_to is not None else None
         self.fail_fast = fail_fast
         self.on_cancel = on_cancel
         self.spread = spread
@@ -396,6 +396,7 @@ class BatchRunner:
             claimed=claimed,
             on_sent=on_sent,
             base_url=base_url,
+            key=key,
         )
         await self._record(
             rec,

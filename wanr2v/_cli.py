@@ -893,7 +893,7 @@ async def cmd_list(ctx: Context) -> int:
     rows: list[TaskSummary] = []
     async with ctx.client() as client:
         try:
-            pages = await client.list_tasks(
+            pages = client.list_tasks(
                 model=a.model,
                 status=a.status,
                 start_time=start,

@@ -159,6 +159,8 @@ class AsyncWanClient:
             name: spec if isinstance(spec, RegionEndpoint) else RegionEndpoint(api_key=spec)
             for name, spec in (regions or {}).items()
         }
+        self.region: str
+        self.base_url: str
         self.region, self.base_url = _config.resolve_base_url(region, base_url)
         if (
             api_key is None
@@ -172,8 +174,8 @@ class AsyncWanClient:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}.")
-        self.limits = governor.limits if governor is not None else (limits or Limits())
-        self.governor = governor or Governor(self.limits)
+        self.limits: Limits = governor.limits if governor is not None else (limits or Limits())
+        self.governor: Governor = governor or Governor(self.limits)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
@@ -201,8 +203,8 @@ class AsyncWanClient:
                 raise ConfigurationError(f"regions: {name!r} has the same base URL as another.")
             self._add_session(url, spec.api_key, name, Governor(spec.limits or self.limits))
         self._allow_insecure = allow_insecure
-        self.events = EventHub()
-        self.scheduler = PollScheduler(
+        self.events: EventHub = EventHub()
+        self.scheduler: PollScheduler = PollScheduler(
             self._poll,
             poll_policy,
             running_slots=self.limits.running_slots,
@@ -418,6 +420,7 @@ class AsyncWanClient:
         claimed: Callable[[], Any] | None = None,
         on_sent: Callable[[float], Any] | None = None,
         base_url: str | None = None,
+        key: object = None,
     ) -> Task:
         """Send a prepared create body with the safe-create rule (see :meth:`async_call`).
 
@@ -426,6 +429,7 @@ class AsyncWanClient:
                 excluded when reconciling.
             on_sent: awaited with the UNIX time just before each send goes out, after the
                 governor's pacing (journals record the create as sent there).
+            key: a batch item's key, carried by the task's lifecycle events.
         """
         session = self._session_for(base_url)
         fp = fingerprint(body)
@@ -467,7 +471,12 @@ class AsyncWanClient:
                 if not self.reconcile_enabled:
                     raise last from exc
                 found = await self.reconcile(
-                    body, sent_at=sent[0], error=last, claimed=claimed, base_url=session.base_url
+                    body,
+                    sent_at=sent[0],
+                    error=last,
+                    claimed=claimed,
+                    base_url=session.base_url,
+                    key=key,
                 )
                 if found is not None:
                     return found
@@ -481,7 +490,7 @@ class AsyncWanClient:
                 submitted_at=sent[0],
                 fp=fp,
             )
-            self._adopt(task)
+            self._adopt(task, key)
             return task
         raise SubmitOutcomeUnknownError(
             f"Submission {sid}: the create's outcome was unknown {MAX_CREATE_ROUNDS} times and "
@@ -499,7 +508,9 @@ class AsyncWanClient:
                 return name
         return "custom"
 
-    def _adopt(self, task: Task) -> None:
+    def _adopt(self, task: Task, key: object = None) -> None:
+        if key is not None:
+            self.events.keys[task.task_id] = key
         self._claimed.add(task.task_id)
         self._created += 1
         self.scheduler.register_submission(task.task_id, task.base_url)
@@ -513,6 +524,7 @@ class AsyncWanClient:
         error: SubmitOutcomeUnknownError,
         claimed: Callable[[], Any] | None = None,
         base_url: str | None = None,
+        key: object = None,
     ) -> Task | None:
         """Find the task a lost create made; ``None`` when provably none exists.
 
@@ -544,7 +556,7 @@ class AsyncWanClient:
                     return None
                 if task.task_id not in self._claimed:
                     self._reconciled += 1
-                    self._adopt(task)
+                    self._adopt(task, key)
                     return task
             # Claimed meanwhile by another reconciliation: look again without it.
         raise error
@@ -668,7 +680,7 @@ class AsyncWanClient:
             "cancel", "POST", f"{_config.PATH_TASKS}/{task_id}/cancel", task_id=task_id
         )
 
-    async def list_tasks(
+    def list_tasks(
         self,
         *,
         task_id: str | None = None,
@@ -680,7 +692,12 @@ class AsyncWanClient:
         max_items: int | None = None,
         base_url: str | None = None,
     ) -> AsyncIterator[TaskSummary]:
-        """Iterate over every page of the task list (default: the last 24 h).
+        """Iterate over every page of the task list (default: the last 24 h)::
+
+            async for row in client.list_tasks(model="wan2.6-r2v-flash"):
+                print(row.task_id, row.status)
+
+        Arguments are checked at once; pages are fetched as you iterate.
 
         Args:
             start_time, end_time: a window of at most 24 h (naive values mean UTC).

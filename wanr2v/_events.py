@@ -54,7 +54,7 @@ class EventHub:
     def __init__(self) -> None:
         self._callbacks: list[Callable[[TaskEvent], object]] = []
         self._streams: list[MemoryObjectSendStream[TaskEvent]] = []
-        self.dropped = 0
+        self.dropped: int = 0
         self.keys: dict[str, object] = {}
 
     def subscribe(self, callback: Callable[[TaskEvent], object]) -> Callable[[], None]:

@@ -60,6 +60,7 @@ class RetryPolicy:
     max_retry_after: float = 60.0
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry ``attempt`` (0-based): ``Retry-After`` if given."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         bound = min(self.maximum, self.initial * (2**attempt))
@@ -126,18 +127,19 @@ class ApiSession:
     ) -> None:
         self.http = http
         self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
+        self.base_url: str = base_url.rstrip("/")
         self.governor = governor
         self.retry = retry
         self.workspace = workspace
         self.requests_sent: dict[str, int] = {}
         self.status_counts: dict[int, int] = {}
-        self.rate_limited = 0
+        self.rate_limited: int = 0
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
 
     def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The headers of one call of ``kind`` (auth per request, never on the client)."""
         h = {"Authorization": f"Bearer {self._api_key}", "User-Agent": USER_AGENT}
         if kind == "create":
             h["Content-Type"] = "application/json"

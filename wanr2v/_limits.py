@@ -296,8 +296,10 @@ class Governor:
             ``anyio.current_time``.
     """
 
-    def __init__(self, limits: Limits | None = None, *, clock: Callable[[], float] | None = None):
-        self.limits = limits or Limits()
+    def __init__(
+        self, limits: Limits | None = None, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        self.limits: Limits = limits or Limits()
         self._clock = clock or _now
         self._buckets = {k: _Bucket(_safe(self.limits.rate_for(k)), self._clock) for k in KINDS}
         self._http = anyio.CapacityLimiter(self.limits.max_connections)

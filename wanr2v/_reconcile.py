@@ -71,7 +71,7 @@ async def find_lost_task(
     prompt = prompt[:PROMPT_LIMIT]
     unclaimed: list[str] = []
     try:
-        rows = await client.list_tasks(model=model, base_url=base_url)
+        rows = client.list_tasks(model=model, base_url=base_url)
         async for row in rows:
             if row.task_id not in claimed and row.status is not TaskStatus.UNKNOWN:
                 unclaimed.append(row.task_id)

@@ -16,6 +16,7 @@ or served, so importing this package costs neither.
 
 import contextlib as _contextlib
 
+from wanr2v.testing._client import client_for
 from wanr2v.testing._clock import Clock, ManualClock, ScaledClock
 from wanr2v.testing._config import EmulatorConfig, GenerationTime, Quotas, RegionConfig
 from wanr2v.testing._emulator import Emulator
@@ -43,6 +44,7 @@ __all__ = [
     "RegionConfig",
     "ScaledClock",
     "TaskRecord",
+    "client_for",
     "make_mp4",
     "serve",
 ]

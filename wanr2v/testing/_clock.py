@@ -39,7 +39,7 @@ class ScaledClock:
     def __init__(self, time_scale: float = 1.0, *, start: float | None = None) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {time_scale!r}")
-        self.time_scale = float(time_scale)
+        self.time_scale: float = float(time_scale)
         self._start = time.time() if start is None else float(start)
         self._mono0 = time.monotonic()
         self._offset = 0.0

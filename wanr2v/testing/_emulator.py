@@ -166,12 +166,13 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
-        self.config = config = config or EmulatorConfig()
+        self.config: EmulatorConfig = config or EmulatorConfig()
+        config = self.config
         self.clock: Clock = config.clock or ScaledClock(config.time_scale)
         self.seed: int = (
             config.seed if config.seed is not None else random.SystemRandom().randrange(2**32)
         )
-        self.faults = Faults(self.seed)
+        self.faults: Faults = Faults(self.seed)
         self._lock = threading.RLock()
         self._secret = hashlib.sha256(f"wanr2v-emulator-{self.seed}".encode()).digest()
         self._served_origin: str | None = None
