@@ -517,7 +517,7 @@ def test_any_answer_through_the_client_is_a_result_or_a_typed_error(
                         if verb == "fetch":
                             await client.fetch("task-1")
                         elif verb == "list":
-                            async for _ in await client.list_tasks(max_items=20):
+                            async for _ in client.list_tasks(max_items=20):
                                 pass
                         elif verb == "policy":
                             await client.get_upload_policy("wan2.6-r2v")
