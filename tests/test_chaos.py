@@ -206,12 +206,6 @@ async def test_cli_run_killed_and_resumed_three_times(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.find_lost_task matches any unclaimed task of the last 24 h by "
-    "prompt alone, so a create lost before it reached the service adopts an older task of "
-    "another client with the same prompt (other references): the caller gets the wrong video",
-)
 async def test_reconciliation_never_adopts_an_older_foreign_task() -> None:
     """A create dropped before the service saw it is sent again, not matched to yesterday's task."""
     fields = _chaos.requests(1, 77)["item-0000"]

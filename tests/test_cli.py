@@ -307,18 +307,25 @@ def test_an_ambiguous_submit_is_reconciled_not_sent_twice(tmp_path: Path, pictur
 
 
 def test_an_unresolvable_submit_exits_3(tmp_path: Path) -> None:
-    """Lost answer and two tasks with the same prompt: nothing re-sent, exit 3, candidates."""
+    """Lost answer after an older same-prompt task: the new task is adopted, not the old;
+    lost answer while the task list cannot be read: nothing re-sent, exit 3."""
     config = EmulatorConfig(time_scale=SCALE, seed=6, generation_time=(30.0, 30.0))
     same = ["submit", "--prompt", "character1, again", "--ref", "https://example.com/a.png"]
     with serve(config) as emu:
-        first = wanr2v_cmd(*same, "--wait", *service(emu), cwd=tmp_path)
+        first = wanr2v_cmd(*same, "--wait", "--json", *service(emu), cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         emu.faults.add(FaultRule(kind="drop_after_commit", endpoint="create", count=1))
         proc = wanr2v_cmd(*same, "--json", *service(emu), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert emu.stats().tasks_created == 2  # the lost create was not sent again
+        assert "SubmitOutcomeUnknownError" not in proc.stdout
+        emu.faults.add(FaultRule(kind="drop_after_commit", endpoint="create", count=1))
+        emu.faults.add(FaultRule(kind="server_error", endpoint="list", count=1000))
+        proc = wanr2v_cmd(*same, "--json", *service(emu), cwd=tmp_path)
         assert proc.returncode == 3, proc.stderr
         error = as_json(proc)["error"]
-        assert error["type"] == "SubmitOutcomeUnknownError" and len(error["candidates"]) == 2
-        assert emu.stats().tasks_created == 2  # the lost create was not sent again
+        assert error["type"] == "SubmitOutcomeUnknownError"
+        assert emu.stats().tasks_created == 3  # made once, never re-sent
 
 
 # --- batches ---------------------------------------------------------------------------

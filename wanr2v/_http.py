@@ -134,9 +134,20 @@ class ApiSession:
         self.requests_sent: dict[str, int] = {}
         self.status_counts: dict[int, int] = {}
         self.rate_limited: int = 0
+        self.server_clock: tuple[float, float] | None = None
+        """``(local UNIX time, server UNIX time)`` from the last answer's ``Date`` header."""
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
+
+    def _note_date(self, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.server_clock = (time.time(), server)
 
     def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The headers of one call of ``kind`` (auth per request, never on the client)."""
@@ -218,6 +229,7 @@ class ApiSession:
                 raise err from exc
             elapsed = anyio.current_time() - started
             status = resp.status_code
+            self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
             if status == 200:

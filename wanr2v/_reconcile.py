@@ -4,8 +4,11 @@ The guarantee and its limits (also in docs/errors.md):
 
 - A create whose answer was lost is matched against the account's tasks of the same
   model listed by the service (its default window, the last 24 h), minus every task
-  already claimed by this client or by the journal. Each unclaimed task is fetched
-  and compared by prompt (``orig_prompt``, cut at 1500 characters like the service).
+  already claimed by this client or by the journal, and minus every task created
+  before the create was sent (judged on the service's own clock: its ``Date`` header,
+  less the local time elapsed since the send; no header, no such filter). Each
+  remaining task is fetched and compared by prompt (``orig_prompt``, cut at 1500
+  characters like the service).
 - Exactly one match: it is adopted; nothing is sent again.
 - No unclaimed task at all after a complete listing, once the grace period has
   passed: the service provably made nothing, and the create is sent once more.
@@ -16,9 +19,11 @@ The guarantee and its limits (also in docs/errors.md):
   :class:`SubmitOutcomeUnknownError` with the candidates.
 
 What it cannot see: a create that commits on the service *after* the grace period
-and the listing (a server stuck for longer than ``reconcile_grace``), and another
-process of the same account submitting the same prompt at the same time without a
-shared journal. Both would be needed for a duplicate.
+and the listing (a server stuck for longer than ``reconcile_grace``): a duplicate;
+and another process of the same account submitting the same prompt at the same
+moment without a shared journal: the wrong task could be adopted. It assumes the
+service's ``Date`` and its task timestamps come from clocks that agree within a few
+seconds.
 """
 
 from __future__ import annotations
@@ -37,6 +42,28 @@ if TYPE_CHECKING:
     from ._client import AsyncWanClient
 
 PROMPT_LIMIT = 1500
+DATE_MARGIN_S = 5.0
+"""Server seconds allowed for ``Date``'s one-second resolution and clock noise."""
+LOCAL_NOISE_S = 0.2
+"""Local seconds allowed for scheduling noise around the send (scaled by time_scale)."""
+
+
+def _server_time_at(
+    server_clock: tuple[float, float] | None, sent_at: float, time_scale: float
+) -> float | None:
+    """The earliest server time the lost create can have been stamped with.
+
+    From the listing answer's ``Date`` header: the service stamped it at ``server``
+    when our clock read ``local``; our create left at ``sent_at`` by our clock, so it
+    cannot have reached the service before ``server - (local - sent_at) x time_scale``
+    (less a margin). ``None`` without a ``Date`` header: then the whole 24 h window
+    counts.
+    """
+    if server_clock is None:
+        return None
+    local, server = server_clock
+    elapsed = max(0.0, local - sent_at)
+    return server - (elapsed + LOCAL_NOISE_S) * time_scale - DATE_MARGIN_S
 
 
 async def _compare(client: AsyncWanClient, task_id: str, base_url: str | None, prompt: str) -> str:
@@ -70,15 +97,20 @@ async def find_lost_task(
     prompt = str(inp.get("prompt", "")) if isinstance(inp, Mapping) else ""
     prompt = prompt[:PROMPT_LIMIT]
     unclaimed: list[str] = []
+    session = client._session_for(base_url)
     try:
-        rows = client.list_tasks(model=model, base_url=base_url)
-        async for row in rows:
-            if row.task_id not in claimed and row.status is not TaskStatus.UNKNOWN:
-                unclaimed.append(row.task_id)
+        rows = [row async for row in client.list_tasks(model=model, base_url=base_url)]
     except WanError as exc:
         error.candidates = ()  # type: ignore[attr-defined]
         error.message += f" Reconciliation could not list tasks: {exc}"
         raise error from exc
+    floor = _server_time_at(session.server_clock, sent_at, client.scheduler.policy.time_scale)
+    for row in rows:
+        if row.task_id in claimed or row.status is TaskStatus.UNKNOWN:
+            continue
+        if floor is not None and row.gmt_create is not None and row.gmt_create.timestamp() < floor:
+            continue  # created before this create was sent: another submission's
+        unclaimed.append(row.task_id)
     matches: list[str] = []
     unverified: list[str] = []
     pending: list[str] = []

@@ -14,6 +14,7 @@ never be turned into a 500 by Starlette's error middleware.
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -322,6 +323,14 @@ def _socket_of(send: Send) -> Any:
     return None
 
 
+def _with_date(message: Message, now: float) -> Message:
+    """The emulated server's ``Date`` header, on its own (possibly scaled) clock, as a
+    real server's comes from its clock (uvicorn's own, in real time, is turned off)."""
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+    headers.append((b"date", email.utils.formatdate(now, usegmt=True).encode()))
+    return {**message, "headers": headers}
+
+
 class _EmulatorASGI:
     def __init__(self, emu: Emulator, inner: ASGIApp) -> None:
         self.emu = emu
@@ -347,6 +356,7 @@ class _EmulatorASGI:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = _with_date(message, emu.now())
             await send(message)
 
         rule = emu.faults.pick(Endpoint(endpoint), region) if endpoint in _FAULTABLE else None

@@ -45,6 +45,7 @@ def _uvicorn_config(emu: Emulator, log_level: str) -> Any:
         loop="asyncio",
         proxy_headers=False,
         server_header=False,
+        date_header=False,  # the app sends the emulator clock's Date
         backlog=2048,
         timeout_keep_alive=30,
         # Injected hangs and slow answers must not hold up a shutdown.
