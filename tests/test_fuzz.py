@@ -727,12 +727,6 @@ def test_emulator_deeply_nested_create_body_is_a_400() -> None:
     assert status == 400 and body["code"] == "InvalidParameter"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: _validation.validate calls urlsplit unguarded; 'https://[::1/x.png' raises "
-    "ValueError('Invalid IPv6 URL') -> 500",
-)
 def test_emulator_unparsable_reference_url_is_a_400() -> None:
     """A reference URL urlsplit cannot parse is refused with 400, not a 500."""
     body = {
@@ -743,12 +737,6 @@ def test_emulator_unparsable_reference_url_is_a_400() -> None:
     assert status == 400 and answer["code"] == "InvalidParameter"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG: a JSON-escaped lone surrogate in the prompt reaches canonical.encode() in "
-    "Emulator.create -> 500",
-)
 def test_emulator_lone_surrogate_prompt_is_a_400() -> None:
     """A prompt holding a lone surrogate (valid JSON escape, invalid Unicode) is a 400."""
     raw = b'{"model":"wan2.6-r2v","input":{"prompt":"a\\ud800","reference_urls":["https://h.example.com/a.png"]}}'
@@ -756,12 +744,6 @@ def test_emulator_lone_surrogate_prompt_is_a_400() -> None:
     assert status == 400 and answer["code"] == "InvalidParameter"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: VideoRequest.validate -> reference_kind -> urlsplit raises a plain ValueError "
-    "for 'https://[::1/x.png' instead of InvalidRequestError naming the reference",
-)
 def test_unparsable_reference_url_is_refused_naming_it() -> None:
     """A reference URL that cannot be parsed: InvalidRequestError naming input.reference_urls[0]."""
     with pytest.raises(InvalidRequestError) as info:
@@ -769,11 +751,6 @@ def test_unparsable_reference_url_is_refused_naming_it() -> None:
     assert info.value.field == "input.reference_urls[0]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: VideoRequest accepts a prompt with a lone surrogate; the create then dies in "
-    "httpx's JSON encoding with UnicodeEncodeError (not a WanError)",
-)
 def test_prompt_that_cannot_be_utf8_is_refused_naming_it() -> None:
     """A prompt that is not valid Unicode (lone surrogate): InvalidRequestError on input.prompt."""
     with pytest.raises(InvalidRequestError) as info:
@@ -783,12 +760,6 @@ def test_prompt_that_cannot_be_utf8_is_refused_naming_it() -> None:
     assert info.value.field == "input.prompt"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx.DecodingError,
-    reason="BUG: Downloader._fetch catches httpx.TransportError only; a body that fails to "
-    "decode (bad gzip) escapes as httpx.DecodingError",
-)
 def test_undecodable_video_body_is_a_download_error(tmp_path: Any) -> None:
     """A video answer whose gzip body is corrupt ends as DownloadError, not an httpx exception."""
 
@@ -813,11 +784,6 @@ def test_undecodable_video_body_is_a_download_error(tmp_path: Any) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="minor: VideoRequest accepts an http(s) reference without a host, which the "
-    "service refuses (400 'The reference url is invalid')",
-)
 def test_reference_without_host_is_refused_locally() -> None:
     """``https:///x.png`` has no host: refused locally, naming the reference."""
     with pytest.raises(InvalidRequestError):

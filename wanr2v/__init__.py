@@ -42,6 +42,7 @@ from ._exceptions import (
     TimeoutError,
     TransportError,
     UnsupportedOperationError,
+    UploadError,
     WaitTimeoutError,
     WanError,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnsupportedOperationError",
+    "UploadError",
     "Usage",
     "VideoRequest",
     "WaitTimeoutError",

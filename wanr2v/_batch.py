@@ -323,9 +323,11 @@ class BatchRunner:
                 path = await self.client.download(result, self.download_to)
                 await self._record(rec, state=SubmissionState.DOWNLOADED, download_path=str(path))
             return BatchItem(key=key, request=req, task=task, result=result, path=path)
-        except WanError as exc:
+        except Exception as exc:  # one item's failure is its own outcome
             if task is not None:
                 self._live.pop(task.task_id, None)
+            if not isinstance(exc, WanError):
+                logger.exception("batch item %r failed unexpectedly", key)
             await self._record_error(rec, exc, task)
             return BatchItem(key=key, request=req, task=task, result=result, error=exc)
 
@@ -468,7 +470,7 @@ class BatchRunner:
         await self.journal.update(rec.submission_id, **changes)
 
     async def _record_error(
-        self, rec: SubmissionRecord | None, exc: WanError, task: Task | None
+        self, rec: SubmissionRecord | None, exc: Exception, task: Task | None
     ) -> None:
         if rec is None or self.journal is None:
             return

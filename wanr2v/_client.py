@@ -948,7 +948,7 @@ def _check_scheme(url: str, allow_insecure: bool) -> None:
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
-    if host in ("localhost", "testserver") or host.endswith(".localhost"):
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

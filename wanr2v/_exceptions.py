@@ -27,6 +27,7 @@
     │   ├── TaskCanceledError             CANCELED
     │   └── TaskNotFoundError             UNKNOWN: never existed, or expired (24 h)
     ├── ResultExpiredError                the video URL and the task id are both gone
+    ├── UploadError                       a local reference could not be uploaded
     └── DownloadError                     a result could not be saved
 
 Every API error carries ``status_code``, ``code``, ``message`` and ``request_id``;
@@ -63,6 +64,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnsupportedOperationError",
+    "UploadError",
     "WaitTimeoutError",
     "WanError",
     "error_for",
@@ -296,6 +298,10 @@ class TaskNotFoundError(TaskError):
 
 class ResultExpiredError(WanError):
     """The video URL has expired and the task can no longer be fetched again."""
+
+
+class UploadError(WanError):
+    """A local reference could not be uploaded (the upload host's answer was unusable)."""
 
 
 class DownloadError(WanError):

@@ -21,12 +21,14 @@ worker threads (anyio), and memory stays bounded by a few chunks whatever the fi
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 import random
 import re
 import secrets
 import stat
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
@@ -43,6 +45,7 @@ from ._exceptions import (
     ResultExpiredError,
     TaskNotFoundError,
     TransportError,
+    UploadError,
     WanError,
     error_for,
 )
@@ -206,6 +209,21 @@ def _without_auth(request: httpx.Request) -> httpx.Request:
     """Drop any ``Authorization`` a shared client's defaults may have put on ``request``."""
     request.headers.pop("Authorization", None)
     return request
+
+
+STALE_PART_SECONDS = 3600.0
+"""A ``.part`` file of the same target untouched this long was left by a killed run."""
+
+
+def _sweep_stale_parts(target: Path) -> None:
+    """Remove temporary files of ``target`` left behind by a killed process."""
+    now = time.time()
+    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:
+            pass
 
 
 def _sha256_file(path: Path, chunk_size: int) -> str:
@@ -638,6 +656,10 @@ class Uploader:
             if body.changed:
                 raise _FileChanged from None
             raise _transport_error(exc, "POST", policy.upload_host) from exc
+        except httpx.HTTPError as exc:  # e.g. an answer that fails to decode
+            raise UploadError(
+                f"The upload host sent an unreadable answer: {type(exc).__name__}: {exc}"
+            ) from exc
         if body.changed:  # an in-process transport turns the body's error into a 500
             raise _FileChanged
         status = response.status_code
@@ -814,6 +836,7 @@ class Downloader:
                 )
             result = await self._refreshed(result, refresh, "is missing from the result")
         target = await self._target(result, dest)
+        await anyio.to_thread.run_sync(_sweep_stale_parts, target)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
         try:
             fh = await anyio.to_thread.run_sync(_open_exclusive, tmp)
@@ -928,6 +951,12 @@ class Downloader:
                 last = _transport_error(exc, "GET", url)
                 last.__cause__ = exc
                 outcome = "retry"
+            except httpx.HTTPError as exc:  # e.g. a body that fails to decode
+                raise DownloadError(
+                    f"The video host sent an unreadable answer for {_redact(url)}: "
+                    f"{type(exc).__name__}: {exc}",
+                    task_id=result.task_id,
+                ) from exc
             except _Retryable as exc:
                 last = DownloadError(
                     f"The video host answered HTTP {exc.response.status_code} for {_redact(url)}.",

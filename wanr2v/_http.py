@@ -218,7 +218,7 @@ class ApiSession:
                     attempt += 1
                     await anyio.sleep(delay)
                     continue
-                if retryable:
+                if retryable and tries:  # with no retries asked, the caller decides
                     logger.warning(
                         "%s %s: giving up after %d attempts: %s",
                         method,
@@ -280,7 +280,7 @@ class ApiSession:
                 if delay:
                     await anyio.sleep(delay)
                 continue
-            if status in allowed:
+            if status in allowed and tries:  # with no retries asked, the caller decides
                 logger.warning(
                     "%s %s -> %d %s: giving up after %d attempts",
                     method,

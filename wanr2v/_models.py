@@ -81,9 +81,20 @@ FINAL_STATUSES: Final = frozenset(
 )
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. a lone surrogate
+        return False
+    return True
+
+
 def reference_kind(ref: str) -> str | None:
     """``"image"``, ``"video"`` or ``None`` (unknown) judged from the extension of a URL/path."""
-    path = urllib.parse.urlsplit(ref).path if "://" in ref else ref
+    try:
+        path = urllib.parse.urlsplit(ref).path if "://" in ref else ref
+    except ValueError:  # not a parsable URL
+        return None
     ext = posixpath.splitext(path.lower())[1]
     if ext in IMAGE_EXTENSIONS:
         return "image"
@@ -162,8 +173,12 @@ class VideoRequest:
             raise bad("model", f"give a model name, one of {', '.join(MODELS)}.")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise bad("input.prompt", "the prompt is required and must be non-empty text.")
+        if not _utf8(self.prompt):
+            raise bad("input.prompt", "holds characters that are not valid Unicode text.")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise bad("input.negative_prompt", "must be text.")
+        if self.negative_prompt is not None and not _utf8(self.negative_prompt):
+            raise bad("input.negative_prompt", "holds characters that are not valid Unicode text.")
         refs = self.reference_urls
         if not 1 <= len(refs) <= MAX_REFERENCES:
             raise bad(
@@ -185,6 +200,17 @@ class VideoRequest:
                     f"input.reference_urls[{i}]",
                     f"{text!r}: use an http(s)://, oss:// or file:// URL or a local path.",
                 )
+            if not _utf8(text):
+                raise bad(f"input.reference_urls[{i}]", "is not valid Unicode text.")
+            if text.startswith(("http://", "https://", "oss://")):
+                try:
+                    parts = urllib.parse.urlsplit(text)
+                except ValueError as exc:
+                    raise bad(
+                        f"input.reference_urls[{i}]", f"{text!r} is not a URL: {exc}."
+                    ) from None
+                if not parts.netloc:
+                    raise bad(f"input.reference_urls[{i}]", f"{text!r} has no host.")
             kind = reference_kind(text)
             images += kind == "image"
             videos += kind == "video"

@@ -46,6 +46,7 @@ def client_for(
         kwargs.setdefault(
             "http_client", httpx.AsyncClient(transport=emulator.transport(), timeout=30.0)
         )
+        kwargs.setdefault("allow_insecure", True)  # nothing leaves the process
     return AsyncWanClient(
         api_key=api_key,
         base_url=emulator.base_url_for(name),

@@ -465,6 +465,10 @@ class Emulator:
                 return _error(400, *_rules.BAD_JSON, rid)
             if not isinstance(data, dict):
                 return _error(400, *_rules.BAD_JSON, rid)
+            try:  # JSON may escape a lone surrogate: valid JSON, invalid Unicode
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                return _error(400, *_rules.BAD_JSON, rid)
             model = data.get("model")
             if not isinstance(model, str) or not model:
                 return _error(400, _rules.INVALID_PARAMETER, "Field required: model", rid)

@@ -160,7 +160,10 @@ def validate(
 
     resolved: list[Reference] = []
     for url in refs:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise _bad(f"The reference url is invalid: {url}") from None
         scheme = parts.scheme.lower()
         if scheme == "oss":
             if not oss_resolve:
