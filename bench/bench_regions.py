@@ -38,7 +38,10 @@ async def run(n: int, scale: float, seed: int, two: bool) -> tuple[float, int, i
             {
                 "model": "wan2.6-r2v-flash",
                 "prompt": f"character1 and character2 dance, take {i}",
-                "reference_urls": ["https://cdn.example.com/a.mp4", "https://cdn.example.com/b.png"],
+                "reference_urls": [
+                    "https://cdn.example.com/a.mp4",
+                    "https://cdn.example.com/b.png",
+                ],
                 "duration": 5,
             }
             for i in range(n)
@@ -72,12 +75,18 @@ async def main() -> None:
     a = p.parse_args()
     one = await run(a.tasks, a.time_scale, a.seed, two=False)
     two = await run(a.tasks, a.time_scale, a.seed, two=True)
-    print(f"## {a.tasks} tasks, generation 45-200 emulated s (flash), time scale {a.time_scale:g}x\n")
-    print("| setup | makespan (real s) | makespan (emulated min) | succeeded | 429s | tasks per region |")
+    print(
+        f"## {a.tasks} tasks, generation 45-200 emulated s (flash), time scale {a.time_scale:g}x\n"
+    )
+    print(
+        "| setup | makespan (real s) | makespan (emulated min) | succeeded | 429s | tasks per region |"
+    )
     print("|---|---:|---:|---:|---:|---|")
     for name, (wall, ok, limited, per) in (("one region", one), ("two regions, spread", two)):
         regions = ", ".join(f"{k}: {v}" for k, v in sorted(per.items()))
-        print(f"| {name} | {wall:.2f} | {wall * a.time_scale / 60:.1f} | {ok}/{a.tasks} | {limited} | {regions} |")
+        print(
+            f"| {name} | {wall:.2f} | {wall * a.time_scale / 60:.1f} | {ok}/{a.tasks} | {limited} | {regions} |"
+        )
     ratio = two[0] / one[0]
     verdict = "met" if ratio <= 0.6 else "MISSED"
     print(f"\nratio two/one = {ratio:.2f} (target <= 0.60: {verdict})")

@@ -117,9 +117,7 @@ async def test_wait_timeout_and_fail_after(wan_client: AsyncWanClient) -> None:
 async def test_list_tasks_against_emulator(wan_client: AsyncWanClient) -> None:
     """list_tasks sees the tasks this key made."""
     made = {(await wan_client.async_call(**{**FIELDS, "seed": i})).task_id for i in range(3)}
-    listed = {
-        t.task_id async for t in wan_client.list_tasks(model=FIELDS["model"], page_size=2)
-    }
+    listed = {t.task_id async for t in wan_client.list_tasks(model=FIELDS["model"], page_size=2)}
     assert made <= listed
 
 
