@@ -4,13 +4,20 @@ Instead of a sleep loop of its own per ``wait`` (the vendor's way: 1, 2, 4, 8, 8
 for every task, whatever the queue), every wait registers its task here and the
 scheduler decides when each task is queried next:
 
-- a PENDING task is polled around the time it is predicted to start, from its place
-  in this client's FIFO queue and the number of slots the account runs at once;
-  one deep in the queue is polled rarely (at most every ``max_interval``);
-- a RUNNING task is polled more densely where its completion is likely, using the
-  generation times this client has already observed (server ``end_time -
-  scheduled_time``, free of clock skew), and a broad proportional schedule before
-  there are any;
+- a PENDING task is not polled while the client can tell where it is: the service
+  runs ``running_slots`` tasks at once and starts the rest first in, first out, so
+  when a task of this client is seen to end, the first of its queued tasks took the
+  freed slot at that moment (the server's ``end_time``). That task is then scheduled
+  as running from then on, without a query; a queued task is otherwise polled only
+  around its predicted start (from its place in the queue and the generation times
+  seen), which checks the prediction when the account is shared;
+- before any generation time is observed, a running task is first polled after
+  ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds;
+- a RUNNING task is polled where its completion is likely, using the generation
+  times this client has already observed (server ``end_time - scheduled_time``, free
+  of clock skew): evenly across their range (``step`` of it apart), and closing in on
+  its end in the tail of a batch, when nothing is queued behind and a late detection
+  delays the whole batch;
 - every poll takes a token of the governor's query budget, ordered by due time, so
   an overdue poll goes first and the budget is never exceeded;
 - two waits on one task share its polls: the first waiter drives them, the others
@@ -23,9 +30,12 @@ started.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Final
 
 import anyio
@@ -45,13 +55,18 @@ class PollPolicy:
 
     Args:
         min_interval: never query one task more often than this (seconds).
-        max_interval: never leave a task unqueried longer than this (seconds).
+        max_interval: never leave a running task (or one due to start) unqueried
+            longer than this (seconds). A task deep in the queue is checked around
+            its predicted start instead.
         prior: the generation time range assumed before any is observed (seconds);
             the vendor says 1–5 minutes.
         step: the share of a RUNNING task's remaining completion window between two
             polls (smaller: lower detection lag, more queries).
         proportional: before any generation time is observed, poll a RUNNING task
             every ``proportional × elapsed`` seconds.
+        prior_slack: before any generation time is observed, how far the prior may be
+            off: the first poll of a running task comes ``prior[0] / prior_slack``
+            after its start (3.75 s by default), then proportional polling.
         error_backoff: first pause after a transient poll error (doubles, capped at
             ``max_interval``). Transient errors never end a wait: the task goes on,
             and is billed, on the server.
@@ -63,6 +78,7 @@ class PollPolicy:
     prior: tuple[float, float] = (60.0, 300.0)
     step: float = 0.25
     proportional: float = 0.25
+    prior_slack: float = 16.0
     error_backoff: float = 1.0
     time_scale: float = 1.0
 
@@ -74,6 +90,8 @@ class PollPolicy:
             )
         if not 0 < self.step <= 1 or not 0 < self.proportional <= 1:
             raise ValueError("PollPolicy: step and proportional must be in (0, 1].")
+        if not self.prior_slack >= 1:
+            raise ValueError(f"PollPolicy: prior_slack must be >= 1, got {self.prior_slack!r}.")
         if not 0 < self.prior[0] <= self.prior[1]:
             raise ValueError(f"PollPolicy: prior must be (low, high) seconds, got {self.prior}.")
         if self.time_scale <= 0:
@@ -96,6 +114,8 @@ class SchedulerStatistics:
     transient_errors: int
     observed_durations: int
     duration_range: tuple[float, float] | None
+    inferred_starts: int = 0
+    """Queued tasks scheduled as running from a finished task's end, without a query."""
 
 
 QueryFn = Callable[["Watch", float], Awaitable[TaskResult]]
@@ -114,6 +134,30 @@ _FINAL_EVENT_STATUSES: Final = {
 class Watch:
     """The scheduler's record of one task being waited on."""
 
+    # Thousands may be in flight: slots, and events only when someone waits on them.
+    __slots__ = (
+        "_changed",
+        "anchored",
+        "base_url",
+        "driving",
+        "error",
+        "final",
+        "last",
+        "last_pending_poll",
+        "last_poll",
+        "open",
+        "polls",
+        "registered",
+        "seq",
+        "start_inferred",
+        "started_local",
+        "status",
+        "submitted_local",
+        "task_id",
+        "waiters",
+        "wake",
+    )
+
     def __init__(self, task_id: str, base_url: str | None, seq: int, now: float) -> None:
         self.task_id = task_id
         self.base_url = base_url
@@ -129,12 +173,28 @@ class Watch:
         self.driving = False
         self.final: TaskResult | None = None
         self.error: BaseException | None = None
-        self.changed = anyio.Event()
+        self._changed: anyio.Event | None = None
         self.submitted_local: float = now
+        # Registered at its create (so ``submitted_local`` anchors the server's clock).
+        self.anchored = False
+        # ``started_local`` comes from a finished task's end, not from this task's answer.
+        self.start_inferred = False
+        # Counted in this client's FIFO queue (not final, no error).
+        self.open = True
+        # Set to wake a queued task's driver when its start becomes known.
+        self.wake: anyio.Event | None = None
+
+    @property
+    def changed(self) -> anyio.Event:
+        """Set at the next change (made on demand: most tasks have a single waiter)."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
 
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 class PollScheduler:
@@ -161,7 +221,17 @@ class PollScheduler:
         self._on_status = on_status
         self._watches: dict[str, Watch] = {}
         self._seq = 0
+        # Sequence numbers of the open watches, sorted: a queue position is one bisect.
+        self._open: list[int] = []
+        # Watches that may still be queued, lowest sequence first (stale entries skipped).
+        self._queued: list[tuple[int, Watch]] = []
+        self._inferred = 0
+        # Queued watches whose start was inferred and not yet confirmed by an answer.
+        self._unconfirmed: list[Watch] = []
+        # server time ≈ offset + time_scale × local monotonic time (None: not yet known).
+        self._offset: float | None = None
         self._durations: list[float] = []
+        self._range_cache: tuple[float, float] | None = None
         self._polls = 0
         self._shared = 0
         self._errors = 0
@@ -170,7 +240,9 @@ class PollScheduler:
 
     def register_submission(self, task_id: str, base_url: str | None) -> None:
         """Note a task at the moment it is created (its place in the FIFO queue)."""
-        self._watch(task_id, base_url)
+        w = self._watch(task_id, base_url)
+        if w.last is None:
+            w.anchored = True
 
     def observe(self, result: TaskResult) -> None:
         """Feed a result fetched elsewhere (``fetch``) into the scheduler's knowledge."""
@@ -224,6 +296,7 @@ class PollScheduler:
             transient_errors=self._errors,
             observed_durations=len(self._durations),
             duration_range=self._range(),
+            inferred_starts=self._inferred,
         )
 
     # --- internals ----------------------------------------------------------------------
@@ -234,6 +307,8 @@ class PollScheduler:
             self._seq += 1
             w = Watch(task_id, base_url, self._seq, anyio.current_time())
             self._watches[task_id] = w
+            self._open.append(w.seq)  # sequence numbers only grow: stays sorted
+            heapq.heappush(self._queued, (w.seq, w))
         elif base_url and not w.base_url:
             w.base_url = base_url
         return w
@@ -243,7 +318,20 @@ class PollScheduler:
         while w.final is None and w.error is None:
             now = anyio.current_time()
             due = now + self._next_delay(w, now)
-            await anyio.sleep_until(due)
+            if w.status is TaskStatus.PENDING and (
+                w.start_inferred
+                or (w.started_local is None and self._queue_position(w) >= self.running_slots)
+            ):
+                # Queued: sleep until the planned poll, or until a task ahead ends and
+                # this one's start becomes known or moves (then plan again).
+                w.wake = wake = anyio.Event()
+                with anyio.move_on_after(due - now):
+                    await wake.wait()
+                w.wake = None
+                if wake.is_set():
+                    continue
+            else:
+                await anyio.sleep_until(due)
             try:
                 result = await self._query(w, due)
             except (TransportError, ServerError, RateLimitError) as exc:
@@ -255,6 +343,7 @@ class PollScheduler:
                 continue
             except APIError as exc:
                 w.error = exc
+                self._close(w)
                 logger.warning("waiting for %s: giving up: %s", w.task_id, exc)
                 return
             backoff = self.policy.error_backoff / self.policy.time_scale
@@ -269,15 +358,31 @@ class PollScheduler:
         status = result.status
         if status is TaskStatus.UNRECOGNIZED:
             status = w.status
+        if w.anchored and previous is None and result.submit_time is not None:
+            # The create left at most ``now - submitted_local`` before this answer's
+            # submit_time was stamped: the smallest such gap is the best anchor.
+            offset = result.submit_time.timestamp() - self.policy.time_scale * w.submitted_local
+            if self._offset is None or offset > self._offset:
+                self._offset = offset
         if status is TaskStatus.PENDING:
             w.last_pending_poll = now
-        if w.started_local is None and status in (TaskStatus.RUNNING, *_terminal()):
+            if w.start_inferred:
+                # The prediction was wrong (a shared account?): queued again.
+                w.started_local, w.start_inferred = None, False
+                heapq.heappush(self._queued, (w.seq, w))
+        if status in (TaskStatus.RUNNING, *_terminal()) and (
+            w.started_local is None or (w.start_inferred and result.scheduled_time is not None)
+        ):
             w.started_local = self._estimate_start(w, result, now)
+            w.start_inferred = False
         w.status = status
         if result.status.is_final and w.final is None:
             w.final = result
+            self._close(w)
             if status is TaskStatus.SUCCEEDED:
                 self._learn(result)
+            if status is not TaskStatus.UNKNOWN:
+                self._advance_queue(self._server_to_local(result.end_time, now))
         if (previous is not status or previous is None) and self._on_status is not None:
             try:
                 self._on_status(result, previous)
@@ -285,8 +390,62 @@ class PollScheduler:
                 logger.exception("lifecycle listener failed for %s", w.task_id)
         w.notify()
 
+    def _close(self, w: Watch) -> None:
+        """Take a final (or failed) watch out of the FIFO queue."""
+        if w.open:
+            w.open = False
+            i = bisect.bisect_left(self._open, w.seq)
+            if i < len(self._open) and self._open[i] == w.seq:
+                del self._open[i]
+
+    def _server_to_local(self, t: datetime | None, now: float) -> float:
+        """A server timestamp on the local monotonic clock (never later than ``now``)."""
+        if t is None or self._offset is None:
+            return now
+        return min(now, (t.timestamp() - self._offset) / self.policy.time_scale)
+
+    def _advance_queue(self, freed_at: float) -> None:
+        """A task of this client ended at ``freed_at``: the queued tasks that now hold a
+        slot (FIFO) started then. Schedule them as running and wake their drivers."""
+        slots = self.running_slots
+        queued = self._queued
+        started: list[Watch] = []
+        while queued:
+            w = queued[0][1]
+            if not w.open or w.started_local is not None or w.status is not TaskStatus.PENDING:
+                heapq.heappop(queued)
+                continue
+            if bisect.bisect_left(self._open, w.seq) >= slots:
+                break
+            heapq.heappop(queued)
+            w.start_inferred = True
+            self._inferred += 1
+            started.append(w)
+        if not started:
+            return
+        # Ends are seen out of order (each after its own detection lag): the earliest
+        # freed slots went to the earliest queued tasks, so deal the start times out
+        # again in queue order among the starts not yet confirmed.
+        pending = [
+            u
+            for u in self._unconfirmed
+            if u.open and u.start_inferred and u.started_local is not None
+        ]
+        times = sorted([u.started_local for u in pending if u.started_local is not None])
+        times += [freed_at] * len(started)
+        times.sort()
+        group = sorted(pending + started, key=lambda u: u.seq)
+        for u, t in zip(group, times, strict=True):
+            if u.started_local != t:
+                u.started_local = t
+                if u.wake is not None:
+                    u.wake.set()
+        self._unconfirmed = group
+
     def _estimate_start(self, w: Watch, r: TaskResult, now: float) -> float:
         """Local monotonic time the task started, skew-free where the server says."""
+        if r.scheduled_time is not None and self._offset is not None:
+            return self._server_to_local(r.scheduled_time, now)
         if r.scheduled_time is not None and r.submit_time is not None:
             queued = (r.scheduled_time - r.submit_time).total_seconds() / self.policy.time_scale
             if queued >= 0:
@@ -303,16 +462,25 @@ class PollScheduler:
             self._durations.append(d / self.policy.time_scale)
             if len(self._durations) > 200:
                 del self._durations[:100]
+            self._range_cache = self._estimate_range()
 
     def _range(self) -> tuple[float, float] | None:
+        """Where generation times likely fall (local seconds), from those observed."""
+        return self._range_cache
+
+    def _estimate_range(self) -> tuple[float, float] | None:
         ds = self._durations
-        if not ds:
+        n = len(ds)
+        if not n:
             return None
         lo, hi = min(ds), max(ds)
-        if len(ds) == 1:
+        if n == 1:
             return lo * 0.5, hi * 2.0
-        spread = max(hi - lo, 0.1 * hi)
-        return max(0.0, lo - 0.25 * spread), hi + 0.25 * spread
+        # n draws of a range [a, b] leave about (b - a) / (n + 1) beyond each extreme:
+        # widen by the spread over n - 1 (unbiased for a uniform), and never less than
+        # 5 % of the longest, as the distribution need not be uniform.
+        margin = max((hi - lo) / (n - 1), 0.05 * hi)
+        return max(0.0, lo - margin), hi + margin
 
     def _mean_duration(self) -> float:
         rng = self._range()
@@ -323,7 +491,7 @@ class PollScheduler:
 
     def _queue_position(self, w: Watch) -> int:
         """How many of this client's unfinished tasks were created before ``w``."""
-        return sum(1 for o in self._watches.values() if o.seq < w.seq and o.final is None)
+        return bisect.bisect_left(self._open, w.seq)
 
     def _next_delay(self, w: Watch, now: float) -> float:
         p = self.policy
@@ -335,34 +503,53 @@ class PollScheduler:
             earliest = max(0.0, lo_i - since)
             return min(max(delay, earliest), hi_i)
 
+        slots = self.running_slots
+        # Nothing queued behind the running tasks: a late detection now delays the end
+        # of the whole batch, not only this task's result, so poll more densely.
+        tail = len(self._open) <= slots
         if w.status is TaskStatus.RUNNING or w.started_local is not None:
             start = w.started_local if w.started_local is not None else now
-            return clamp(self._running_delay(now - start))
+            return clamp(self._running_delay(now - start, tail))
         # PENDING: predict the start from the FIFO place among this client's tasks.
         k = self._queue_position(w)
-        slots = self.running_slots
         if k < slots:
             # It should be running already (or start at once): treat it as running
             # since it was registered.
-            return clamp(self._running_delay(now - w.registered))
+            return clamp(self._running_delay(now - w.registered, tail))
+        # Queued: the end of a task ahead will tell when this one starts (see
+        # ``_advance_queue``), without a query. Until then, one check around its
+        # predicted start, which a deep place in the queue puts far off (not bounded
+        # by ``max_interval``: each check that finds it still queued plans the next
+        # from its new place, so checks thin out geometrically).
         wait = (k - slots + 1) / slots * self._mean_duration()
         rng = self._range()
         first_done = rng[0] if rng else p.prior[0] / p.time_scale
-        return clamp(0.8 * wait + min(first_done, wait))
+        return max(0.8 * wait + min(first_done, wait), lo_i - since, 0.0)
 
-    def _running_delay(self, elapsed: float) -> float:
-        """Seconds until the next poll of a task running for ``elapsed`` seconds."""
+    def _running_delay(self, elapsed: float, tail: bool = False) -> float:
+        """Seconds until the next poll of a task running for ``elapsed`` seconds.
+
+        Within the likely range, polls are evenly spaced (``step`` × the range: the
+        detection lag is at most that); in the ``tail`` of a batch they close in on
+        the range's end (``step`` × what remains of it).
+        """
         p = self.policy
         rng = self._range()
         if rng is None:
-            return p.proportional * max(elapsed, p.min_interval / p.time_scale)
+            # Nothing observed yet: trust the prior only within ``prior_slack``, then
+            # bound the detection lag to a share of the time already spent.
+            first = p.prior[0] / p.time_scale / p.prior_slack
+            return max(first - elapsed, p.proportional * elapsed)
         lo, hi = rng
-        if elapsed < lo:
+        if lo - elapsed > p.min_interval / p.time_scale:
             return lo - elapsed
+        # (A poll just short of ``lo`` counts as the one at ``lo``.)
         if elapsed >= hi:
             # Longer than any seen: fall back to proportional polling.
             return p.proportional * elapsed
-        return p.step * (hi - elapsed) + 1e-3
+        if tail:
+            return p.step * (hi - elapsed) + 1e-3
+        return p.step * (hi - lo)
 
 
 def _terminal() -> tuple[TaskStatus, ...]:
