@@ -175,12 +175,6 @@ async def test_cancelled_batch_with_cancel_pending_leaves_no_pending_task(
     assert [r.task_id for r in mine if r.status == "PENDING"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PollScheduler keeps a Watch (open in its FIFO model) for every task whose "
-    "wait was cancelled or never started (register_submission in _adopt); they are never "
-    "dropped, so a long-lived client grows without bound and counts dead tasks as queued",
-)
 async def test_abandoned_waits_do_not_accumulate_in_the_scheduler(emulator: Emulator) -> None:
     """``call`` cancelled mid-wait, ten times: the scheduler does not keep ten watches."""
     async with client_for(emulator, **_chaos.client_kwargs()) as client:

@@ -118,6 +118,11 @@ class SchedulerStatistics:
     """Queued tasks scheduled as running from a finished task's end, without a query."""
 
 
+SWEEP_EVERY: Final = 1000
+"""Registrations between two sweeps of never-waited watches."""
+TASK_TTL_S: Final = 24 * 3600.0
+"""A task id lives 24 h; a watch nobody waits on is forgotten after that."""
+
 QueryFn = Callable[["Watch", float], Awaitable[TaskResult]]
 """``(watch, priority) -> result``: one query of a task, at a priority (its due time)."""
 
@@ -216,7 +221,7 @@ class PollScheduler:
         on_status: Callable[[TaskResult, TaskStatus | None], None] | None = None,
     ) -> None:
         self._query = query
-        self.policy = policy or PollPolicy()
+        self.policy: PollPolicy = policy or PollPolicy()
         self.running_slots = running_slots
         self._on_status = on_status
         self._watches: dict[str, Watch] = {}
@@ -243,6 +248,16 @@ class PollScheduler:
         w = self._watch(task_id, base_url)
         if w.last is None:
             w.anchored = True
+        if w.seq % SWEEP_EVERY == 0:
+            self._sweep(anyio.current_time())
+
+    def _sweep(self, now: float) -> None:
+        """Forget tasks created but never waited on once their ids have expired (24 h)."""
+        horizon = TASK_TTL_S / self.policy.time_scale
+        for tid, w in list(self._watches.items()):
+            if w.waiters == 0 and now - w.registered > horizon:
+                self._close(w)
+                del self._watches[tid]
 
     def observe(self, result: TaskResult) -> None:
         """Feed a result fetched elsewhere (``fetch``) into the scheduler's knowledge."""
@@ -277,8 +292,13 @@ class PollScheduler:
             return w.final
         finally:
             w.waiters -= 1
-            if w.waiters == 0 and (w.final is not None or w.error is not None):
-                self._watches.pop(task_id, None)
+            if w.waiters == 0:
+                # Final, or abandoned (every waiter cancelled): forget it. An abandoned
+                # task may still run on the service, but nobody polls it any more, so
+                # its place in the FIFO model would only go stale.
+                self._close(w)
+                if self._watches.get(task_id) is w:
+                    del self._watches[task_id]
 
     def last_status(self, task_id: str) -> TaskStatus | None:
         """The last status seen for a watched task (``None`` when not watched)."""
