@@ -24,15 +24,18 @@ import json
 import math
 import os
 import resource
-import subprocess
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 KEY = "sk-wanr2v-bench"
+_REPORT_LOCK = threading.Lock()
 MODEL = "wan2.6-r2v"
 REFERENCES = ["https://cdn.example.com/role1.mp4", "https://cdn.example.com/dog.png"]
 SIZE = "1280*720"
@@ -100,6 +103,11 @@ def fifo_bound(
 
 def start_child(spec: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
     """Start one client in a subprocess; ``finish_child`` collects its report."""
+    # Imported here, not at the top: the child imports this module too, and what the
+    # harness alone needs must not count in the client's memory.
+    import subprocess
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="wanr2v-bench-", suffix=".json")
     os.close(fd)
     out = Path(name)
@@ -116,6 +124,8 @@ def start_child(spec: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
 
 def finish_child(proc: subprocess.Popen[bytes], out: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """Wait for a child (killing it past its cap plus a margin) and read its report."""
+    import subprocess
+
     limit = float(spec.get("cap", 600)) + 60
     try:
         _, err = proc.communicate(timeout=limit)
@@ -372,12 +382,46 @@ def _child_legacy_threads(spec: dict[str, Any], res: _Outcomes, meta: dict[str, 
         t.join(max(0.0, deadline - time.monotonic()))
 
 
+def _write_report(
+    spec: dict[str, Any], res: _Outcomes, meta: dict[str, Any], out: Path, capped: bool
+) -> None:
+    t_end = time.monotonic()
+    cpu_end = cpu_seconds()
+    report = {
+        **meta,
+        **res.report(),
+        "client": spec["client"],
+        "capped": capped,
+        "t_end": t_end,
+        "elapsed": t_end - meta["t_fire"],
+        "cpu_work": cpu_end - meta.get("cpu_fire", meta["cpu_start"]),
+        "cpu_total": cpu_end,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    out.write_text(json.dumps(report))
+
+
+def _watchdog(spec: dict[str, Any], res: _Outcomes, meta: dict[str, Any], out: Path) -> None:
+    """Past the cap, report what there is and end the process: a client whose event
+    loop is starved (httpcore's pool with thousands waiting) may never get to cancel
+    its tasks."""
+
+    def run() -> None:
+        time.sleep(max(0.0, meta["t_fire"] + float(spec["cap"]) + 2.0 - time.monotonic()))
+        with _REPORT_LOCK:
+            _write_report(spec, res, meta, out, capped=True)
+            os._exit(0)
+
+    threading.Thread(target=run, name="bench-watchdog", daemon=True).start()
+
+
 def child_main(spec: dict[str, Any], out: Path) -> None:
     import logging
 
     logging.disable(logging.CRITICAL)  # the vendor logs every poll at INFO/WARNING
     res = _Outcomes(int(spec["n"]))
     meta: dict[str, Any] = {"t_fire": time.monotonic() + 0.05, "cpu_start": cpu_seconds()}
+    _watchdog(spec, res, meta, out)
     kind = spec["client"]
     if kind == "legacy-threads":
         _child_legacy_threads(spec, res, meta)
@@ -395,22 +439,11 @@ def child_main(spec: dict[str, Any], out: Path) -> None:
             import asyncio
 
             asyncio.run(runner(spec, res, meta))
-    t_end = time.monotonic()
-    cpu_end = cpu_seconds()
-    report = {
-        **meta,
-        **res.report(),
-        "client": kind,
-        "t_end": t_end,
-        "elapsed": t_end - meta["t_fire"],
-        "cpu_work": cpu_end - meta.get("cpu_fire", meta["cpu_start"]),
-        "cpu_total": cpu_end,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    out.write_text(json.dumps(report))
+    with _REPORT_LOCK:
+        _write_report(spec, res, meta, out, capped=False)
+        sys.stdout.flush()
+        os._exit(0)  # leave stuck vendor threads and connections behind, bounded
 
 
 if __name__ == "__main__":
     child_main(json.loads(sys.argv[1]), Path(sys.argv[2]))
-    sys.stdout.flush()
-    os._exit(0)  # leave stuck vendor threads and connections behind, bounded
