@@ -10,7 +10,10 @@ scheduler decides when each task is queried next:
   freed slot at that moment (the server's ``end_time``). That task is then scheduled
   as running from then on, without a query; a queued task is otherwise polled only
   around its predicted start (from its place in the queue and the generation times
-  seen), which checks the prediction when the account is shared;
+  seen), after a first check within ``max_interval``: such checks catch a shared
+  account (fewer slots: the task is put back in the queue) and a service that runs
+  more at once than ``running_slots`` (a task deep in the presumed queue found
+  running: the model takes the larger number);
 - before any generation time is observed, a running task is first polled after
   ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds;
 - a RUNNING task is polled where its completion is likely, using the generation
@@ -56,8 +59,8 @@ class PollPolicy:
     Args:
         min_interval: never query one task more often than this (seconds).
         max_interval: never leave a running task (or one due to start) unqueried
-            longer than this (seconds). A task deep in the queue is checked around
-            its predicted start instead.
+            longer than this (seconds). A task deep in the queue is checked once
+            within it, then around its predicted start.
         prior: the generation time range assumed before any is observed (seconds);
             the vendor says 1–5 minutes.
         step: the share of a RUNNING task's remaining completion window between two
@@ -223,6 +226,10 @@ class PollScheduler:
         self._query = query
         self.policy: PollPolicy = policy or PollPolicy()
         self.running_slots = running_slots
+        # The slots the service really runs for this client: more than configured when
+        # a task deep in the presumed queue is found running (quotas off, a raised
+        # quota); the queue model then follows the evidence.
+        self._slots = running_slots
         self._on_status = on_status
         self._watches: dict[str, Watch] = {}
         self._seq = 0
@@ -340,7 +347,7 @@ class PollScheduler:
             due = now + self._next_delay(w, now)
             if w.status is TaskStatus.PENDING and (
                 w.start_inferred
-                or (w.started_local is None and self._queue_position(w) >= self.running_slots)
+                or (w.started_local is None and self._queue_position(w) >= self._slots)
             ):
                 # Queued: sleep until the planned poll, or until a task ahead ends and
                 # this one's start becomes known or moves (then plan again).
@@ -390,6 +397,13 @@ class PollScheduler:
                 # The prediction was wrong (a shared account?): queued again.
                 w.started_local, w.start_inferred = None, False
                 heapq.heappush(self._queued, (w.seq, w))
+        if (
+            status in (TaskStatus.RUNNING, *_terminal())
+            and w.started_local is None
+            and result.scheduled_time is not None
+            and w.open
+        ):
+            self._check_slots(w)
         if status in (TaskStatus.RUNNING, *_terminal()) and (
             w.started_local is None or (w.start_inferred and result.scheduled_time is not None)
         ):
@@ -410,6 +424,19 @@ class PollScheduler:
                 logger.exception("lifecycle listener failed for %s", w.task_id)
         w.notify()
 
+    def _check_slots(self, w: Watch) -> None:
+        """``w`` was presumed queued and has started: if it was so deep in the queue
+        that late detections ahead of it cannot explain that (twice the slots), the
+        service runs more at once than assumed. Believe it, and plan again."""
+        k = self._queue_position(w)
+        if k < 2 * self._slots:
+            return
+        self._slots = k + 1
+        logger.info("the service runs at least %d tasks at once; planning with that", k + 1)
+        for _, u in self._queued:
+            if u.wake is not None:
+                u.wake.set()
+
     def _close(self, w: Watch) -> None:
         """Take a final (or failed) watch out of the FIFO queue."""
         if w.open:
@@ -427,7 +454,7 @@ class PollScheduler:
     def _advance_queue(self, freed_at: float) -> None:
         """A task of this client ended at ``freed_at``: the queued tasks that now hold a
         slot (FIFO) started then. Schedule them as running and wake their drivers."""
-        slots = self.running_slots
+        slots = self._slots
         queued = self._queued
         started: list[Watch] = []
         while queued:
@@ -523,7 +550,7 @@ class PollScheduler:
             earliest = max(0.0, lo_i - since)
             return min(max(delay, earliest), hi_i)
 
-        slots = self.running_slots
+        slots = self._slots
         # Nothing queued behind the running tasks: a late detection now delays the end
         # of the whole batch, not only this task's result, so poll more densely.
         tail = len(self._open) <= slots
@@ -537,14 +564,18 @@ class PollScheduler:
             # since it was registered.
             return clamp(self._running_delay(now - w.registered, tail))
         # Queued: the end of a task ahead will tell when this one starts (see
-        # ``_advance_queue``), without a query. Until then, one check around its
-        # predicted start, which a deep place in the queue puts far off (not bounded
-        # by ``max_interval``: each check that finds it still queued plans the next
-        # from its new place, so checks thin out geometrically).
+        # ``_advance_queue``), without a query. Until then: a first check within
+        # ``max_interval`` (is the queue model right? see ``_check_slots``), then
+        # checks around its predicted start, which a deep place in the queue puts far
+        # off (each check that finds it still queued plans the next from its new
+        # place, so they thin out geometrically).
         wait = (k - slots + 1) / slots * self._mean_duration()
         rng = self._range()
         first_done = rng[0] if rng else p.prior[0] / p.time_scale
-        return max(0.8 * wait + min(first_done, wait), lo_i - since, 0.0)
+        delay = 0.8 * wait + min(first_done, wait)
+        if w.last is None:
+            delay = min(delay, hi_i)
+        return max(delay, lo_i - since, 0.0)
 
     def _running_delay(self, elapsed: float, tail: bool = False) -> float:
         """Seconds until the next poll of a task running for ``elapsed`` seconds.
