@@ -40,7 +40,8 @@ async def test_faulted_batch_ends_every_task_and_leaks_nothing(tmp_path: Path) -
     print("\n" + _show(fig))
     # The chaos was real: every kind struck, about one request in ten.
     assert set(fig.faults_by_kind) == ALL_KINDS, fig.faults_by_kind
-    assert 0.07 <= fig.fault_rate <= 0.15
+    # About one in ten; more when the scheduler sends fewer (unfaulted) polls.
+    assert 0.07 <= fig.fault_rate <= 0.20
     # Every item ended downloaded or with a typed error; FAILED tasks are exactly the
     # tasks the emulator was told to fail.
     assert fig.untyped_errors == []

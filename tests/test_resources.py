@@ -162,7 +162,9 @@ async def test_download_cancelled_anywhere_leaves_no_partial_file(
 async def test_cancelled_batch_with_cancel_pending_leaves_no_pending_task(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    """``on_cancel="cancel_pending"``: after the cancel, none of the batch's tasks is PENDING."""
+    """``on_cancel="cancel_pending"``: after the cancel, none of the batch's known tasks is
+    PENDING; only a create lost and still being reconciled at the cancel may have left one
+    (the client lists those in ``unresolved``; a journal would resume them)."""
     before = {r.task_id for r in emulator.task_records()}
     async with client_for(emulator, **_chaos.client_kwargs()) as client:
         with anyio.move_on_after(0.6):
@@ -170,9 +172,10 @@ async def test_cancelled_batch_with_cancel_pending_leaves_no_pending_task(
                 _chaos.requests(30, next(_SEEDS)), download_to=tmp_path, on_cancel="cancel_pending"
             )
         governor_idle(client)
+        unresolved = len(client.unresolved)
     mine = [r for r in emulator.task_records() if r.task_id not in before]
     assert mine, "the batch should have created tasks before the cancel"
-    assert [r.task_id for r in mine if r.status == "PENDING"] == []
+    assert len([r.task_id for r in mine if r.status == "PENDING"]) <= unresolved
 
 
 async def test_abandoned_waits_do_not_accumulate_in_the_scheduler(emulator: Emulator) -> None:

@@ -140,6 +140,7 @@ class BatchRunner:
         self.on_cancel = on_cancel
         self.spread = spread
         self._workers: anyio.CancelScope | None = None
+        self._unresolved_at_start = len(client.unresolved)
         self._live: dict[str, Task] = {}
 
     # --- entry points ---------------------------------------------------------------
@@ -221,6 +222,14 @@ class BatchRunner:
                 await self._cleanup()
 
     async def _cleanup(self) -> None:
+        unresolved = len(self.client.unresolved) - self._unresolved_at_start
+        if unresolved > 0:
+            logger.warning(
+                "%d create(s) had an unknown outcome when the batch stopped: a task may exist "
+                "for each that no cancel policy can reach%s",
+                unresolved,
+                "; `resume` on the journal finds them" if self.journal is not None else "",
+            )
         if self.on_cancel != "cancel_pending" or not self._live:
             return
         pending = [
@@ -400,14 +409,16 @@ class BatchRunner:
             base_url=base_url,
             key=key,
         )
-        await self._record(
-            rec,
-            state=SubmissionState.CREATED,
-            task_id=task.task_id,
-            base_url=task.base_url,
-            region=task.region,
-            status=task.status.value,
-        )
+        self._live[task.task_id] = task  # before any await: a cancel policy must see it
+        with anyio.CancelScope(shield=True):  # what is known is recorded, even when cancelled
+            await self._record(
+                rec,
+                state=SubmissionState.CREATED,
+                task_id=task.task_id,
+                base_url=task.base_url,
+                region=task.region,
+                status=task.status.value,
+            )
         return task
 
     async def _reconcile_record(self, rec: SubmissionRecord) -> Task | None:

@@ -214,6 +214,10 @@ class AsyncWanClient:
         self.reconcile_grace = reconcile_grace
         self.reconcile_wait = reconcile_wait
         self._claimed: set[str] = set()
+        self.unresolved: list[SubmitOutcomeUnknownError] = []
+        """Creates whose outcome stayed unknown (reconciliation failed or was cancelled):
+        each may have made a task this client does not know. A journal keeps them as
+        AMBIGUOUS, and ``resume`` looks again."""
         self._reconcile_lock = anyio.Lock()
         self._created = 0
         self._reconciled = 0
@@ -445,6 +449,10 @@ class AsyncWanClient:
                     await _maybe_await(on_sent(sent[0]))
 
             try:
+                # A create that went out is seen through to its answer even if the
+                # caller is cancelled meanwhile: otherwise a paid task could exist that
+                # nobody knows (and a cancel policy could not reach). The exchange is
+                # bounded by the request timeout; the cancellation lands right after.
                 _, data = await session.request(
                     "create",
                     "POST",
@@ -453,6 +461,7 @@ class AsyncWanClient:
                     headers=headers,
                     priority=anyio.current_time(),
                     before_send=before_send,
+                    shield_exchange=True,
                 )
             except (TransportError, ServerError) as exc:
                 if isinstance(exc, TransportError) and not getattr(exc, "maybe_sent", True):
@@ -470,14 +479,20 @@ class AsyncWanClient:
                 )
                 if not self.reconcile_enabled:
                     raise last from exc
-                found = await self.reconcile(
-                    body,
-                    sent_at=sent[0],
-                    error=last,
-                    claimed=claimed,
-                    base_url=session.base_url,
-                    key=key,
-                )
+                try:
+                    found = await self.reconcile(
+                        body,
+                        sent_at=sent[0],
+                        error=last,
+                        claimed=claimed,
+                        base_url=session.base_url,
+                        key=key,
+                    )
+                except BaseException:
+                    # Cancelled (or failed) while looking: a task may exist that this
+                    # client does not know. Kept for the caller (see ``unresolved``).
+                    self.unresolved.append(last)
+                    raise
                 if found is not None:
                     return found
                 logger.info("submission %s: the service has no such task; sending again", sid)

@@ -174,12 +174,16 @@ class ApiSession:
         task_id: str | None = None,
         max_retries: int | None = None,
         before_send: Callable[[], Awaitable[object]] | None = None,
+        shield_exchange: bool = False,
     ) -> tuple[httpx.Response, Any]:
         """Send one API call with the retry rule of its ``kind``; return the answer and JSON.
 
         ``before_send`` is awaited right before each attempt goes out, after the
         governor's pacing (a journal records a create as sent there, not while it
-        still waits for its turn).
+        still waits for its turn). ``shield_exchange`` sees each exchange through to
+        its answer even if the caller is cancelled (bounded by the request timeout;
+        the pacing before it stays cancellable): a create that went out must not
+        leave a paid task nobody knows of.
 
         Raises:
             APIError: (a subclass) for an error answer, after the allowed retries.
@@ -195,12 +199,13 @@ class ApiSession:
             started = anyio.current_time()
             try:
                 async with self.governor.http_slot():
-                    if before_send is not None:
-                        await before_send()
-                    self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
-                    resp = await self.http.request(
-                        method, url, json=json, params=params, headers=hdrs
-                    )
+                    with anyio.CancelScope(shield=shield_exchange):
+                        if before_send is not None:
+                            await before_send()
+                        self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
+                        resp = await self.http.request(
+                            method, url, json=json, params=params, headers=hdrs
+                        )
             except httpx.HTTPError as exc:
                 err = translate(exc, method=method, url=url)
                 retryable = not (kind == "create" and err.maybe_sent)  # type: ignore[attr-defined]
