@@ -355,6 +355,12 @@ class Emulator:
 
     # --- helpers -----------------------------------------------------------
 
+    def _retry_after(self) -> str:
+        """``Retry-After`` in real seconds: the rule's emulator seconds over the time scale
+        (a client waits on its own clock)."""
+        scale = self.config.time_scale if self.config.clock is None else 1.0
+        return f"{_rules.RETRY_AFTER_S / scale:g}"
+
     def new_request_id(self) -> str:
         """Return a fresh request id."""
         return str(uuid.UUID(bytes=os.urandom(16), version=4))
@@ -487,7 +493,7 @@ class Emulator:
             if not self._rate_ok(
                 region, ("create", account, model), region.quotas.create_per_s, now
             ):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
+                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
             try:
                 req = validate(
                     data,
@@ -504,7 +510,7 @@ class Emulator:
             busy = pool.limit is not None and pool.running >= pool.limit
             if region.quotas.strict_running and busy:
                 return _error(
-                    429, *_rules.ALLOCATION_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S)
+                    429, *_rules.ALLOCATION_QUOTA, rid, retry_after=self._retry_after()
                 )
             canonical = json.dumps(
                 [data.get("model"), data.get("input"), data.get("parameters")],
@@ -556,7 +562,7 @@ class Emulator:
             account = who[0]
             now = self.clock.now()
             if not self._rate_ok(region, ("query", account), region.quotas.query_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
+                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
             self._advance_locked(now)
             task = region.tasks.get(task_id)
             if task is None or task.account != account or now - task.submit >= self.config.task_ttl:
@@ -602,7 +608,7 @@ class Emulator:
             account = who[0]
             now = self.clock.now()
             if not self._rate_ok(region, ("cancel", account), region.quotas.cancel_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
+                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
             self._advance_locked(now)
             task = region.tasks.get(task_id)
             if (
@@ -634,7 +640,7 @@ class Emulator:
             account = who[0]
             now = self.clock.now()
             if not self._rate_ok(region, ("list", account), region.quotas.list_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
+                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
             self._advance_locked(now)
             try:
                 page_no = _positive_int(params, "page_no", _rules.DEFAULT_PAGE_NO)
@@ -734,7 +740,7 @@ class Emulator:
             account = who[0]
             now = self.clock.now()
             if not self._rate_ok(region, ("policy", account), region.quotas.policy_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=str(_rules.RETRY_AFTER_S))
+                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
             if params.get("action") != "getPolicy":
                 return _error(400, *_rules.URL_ERROR, rid)
             model = params.get("model")
