@@ -15,9 +15,14 @@ PY = "3.11"
 
 @nox.session(python=PY)
 def tests(session: nox.Session) -> None:
-    """The test suite (asyncio and trio), including the chaos marker."""
+    """The test suite (asyncio and trio), including the chaos marker.
+
+    Three workers on two cores: most tests wait on a time-scaled emulator, not the CPU.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-q"]), env={"PYTHONFAULTHANDLER": "1"})
+    session.run(
+        "pytest", *(session.posargs or ["-q", "-n", "3"]), env={"PYTHONFAULTHANDLER": "1"}
+    )
 
 
 @nox.session(python=PY)
