@@ -355,6 +355,19 @@ class Emulator:
 
     # --- helpers -----------------------------------------------------------
 
+    def _admit_locked(
+        self, region: _Region, headers: Mapping[str, str], kind: str, limit: int | None, rid: str
+    ) -> tuple[str, float] | Answer:
+        """Auth, then the per-account rate of ``kind``: ``(account, now)`` or the error."""
+        who = self._auth(region, headers)
+        if who is None:
+            return _error(401, *_rules.INVALID_API_KEY, rid)
+        account = who[0]
+        now = self.clock.now()
+        if not self._rate_ok(region, (kind, account), limit, now):
+            return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
+        return account, now
+
     def _retry_after(self) -> str:
         """``Retry-After`` in real seconds: the rule's emulator seconds over the time scale
         (a client waits on its own clock)."""
@@ -509,9 +522,7 @@ class Emulator:
             pool = self._pool(region, account, model)
             busy = pool.limit is not None and pool.running >= pool.limit
             if region.quotas.strict_running and busy:
-                return _error(
-                    429, *_rules.ALLOCATION_QUOTA, rid, retry_after=self._retry_after()
-                )
+                return _error(429, *_rules.ALLOCATION_QUOTA, rid, retry_after=self._retry_after())
             canonical = json.dumps(
                 [data.get("model"), data.get("input"), data.get("parameters")],
                 sort_keys=True,
@@ -556,13 +567,10 @@ class Emulator:
         rid = self.new_request_id()
         with self._lock:
             region = self._region(region_name)
-            who = self._auth(region, headers)
-            if who is None:
-                return _error(401, *_rules.INVALID_API_KEY, rid)
-            account = who[0]
-            now = self.clock.now()
-            if not self._rate_ok(region, ("query", account), region.quotas.query_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
+            admitted = self._admit_locked(region, headers, "query", region.quotas.query_per_s, rid)
+            if isinstance(admitted, Answer):
+                return admitted
+            account, now = admitted
             self._advance_locked(now)
             task = region.tasks.get(task_id)
             if task is None or task.account != account or now - task.submit >= self.config.task_ttl:
@@ -602,13 +610,12 @@ class Emulator:
         rid = self.new_request_id()
         with self._lock:
             region = self._region(region_name)
-            who = self._auth(region, headers)
-            if who is None:
-                return _error(401, *_rules.INVALID_API_KEY, rid)
-            account = who[0]
-            now = self.clock.now()
-            if not self._rate_ok(region, ("cancel", account), region.quotas.cancel_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
+            admitted = self._admit_locked(
+                region, headers, "cancel", region.quotas.cancel_per_s, rid
+            )
+            if isinstance(admitted, Answer):
+                return admitted
+            account, now = admitted
             self._advance_locked(now)
             task = region.tasks.get(task_id)
             if (
@@ -634,13 +641,10 @@ class Emulator:
         params = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         with self._lock:
             region = self._region(region_name)
-            who = self._auth(region, headers)
-            if who is None:
-                return _error(401, *_rules.INVALID_API_KEY, rid)
-            account = who[0]
-            now = self.clock.now()
-            if not self._rate_ok(region, ("list", account), region.quotas.list_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
+            admitted = self._admit_locked(region, headers, "list", region.quotas.list_per_s, rid)
+            if isinstance(admitted, Answer):
+                return admitted
+            account, now = admitted
             self._advance_locked(now)
             try:
                 page_no = _positive_int(params, "page_no", _rules.DEFAULT_PAGE_NO)
@@ -734,13 +738,12 @@ class Emulator:
         params = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         with self._lock:
             region = self._region(region_name)
-            who = self._auth(region, headers)
-            if who is None:
-                return _error(401, *_rules.INVALID_API_KEY, rid)
-            account = who[0]
-            now = self.clock.now()
-            if not self._rate_ok(region, ("policy", account), region.quotas.policy_per_s, now):
-                return _error(429, *_rules.RATE_QUOTA, rid, retry_after=self._retry_after())
+            admitted = self._admit_locked(
+                region, headers, "policy", region.quotas.policy_per_s, rid
+            )
+            if isinstance(admitted, Answer):
+                return admitted
+            account, now = admitted
             if params.get("action") != "getPolicy":
                 return _error(400, *_rules.URL_ERROR, rid)
             model = params.get("model")
