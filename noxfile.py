@@ -20,9 +20,7 @@ def tests(session: nox.Session) -> None:
     Three workers on two cores: most tests wait on a time-scaled emulator, not the CPU.
     """
     session.install("-e", ".[test]")
-    session.run(
-        "pytest", *(session.posargs or ["-q", "-n", "3"]), env={"PYTHONFAULTHANDLER": "1"}
-    )
+    session.run("pytest", *(session.posargs or ["-q", "-n", "3"]), env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session(python=PY)
