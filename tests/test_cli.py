@@ -186,8 +186,8 @@ def test_without_rich_a_terminal_gets_plain_text(monkeypatch: pytest.MonkeyPatch
     assert not out.rich
     out.secrets.append(SECRET)
     out.table(["KEY", "DETAIL"], [["a", f"refused {SECRET}"]])
-    assert out.stdout.getvalue().splitlines()[1].startswith("a    refused sk-…")  # type: ignore[attr-defined]
-    assert SECRET not in out.stdout.getvalue()  # type: ignore[attr-defined]
+    assert out.stdout.getvalue().splitlines()[1].startswith("a    refused sk-…")  # type: ignore[union-attr]
+    assert SECRET not in out.stdout.getvalue()  # type: ignore[union-attr]
 
 
 # --- single tasks ------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -12,7 +14,7 @@ from wanr2v.testing._client import client_for
 
 pytestmark = pytest.mark.anyio
 
-FIELDS = {
+FIELDS: dict[str, Any] = {
     "model": "wan2.6-r2v-flash",
     "prompt": "character1 waves at character2 in front of character3",
     "reference_urls": [

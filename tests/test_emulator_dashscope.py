@@ -98,7 +98,7 @@ def test_list(emu: Emulator) -> None:
     from dashscope import VideoSynthesis
 
     VideoSynthesis.async_call(api_key=KEY, model="wan2.6-r2v", prompt="p", reference_urls=[VIDEO])
-    page = VideoSynthesis.list(api_key=KEY, page_size=2, model_name="wan2.6-r2v")
+    page = VideoSynthesis.list(api_key=KEY, page_size=2, model_name="wan2.6-r2v")  # type: ignore[attr-defined]
     assert page.status_code == 200, page
     assert page.output["total"] >= 1
     assert page.output["page_size"] == 2

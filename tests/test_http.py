@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import respx
@@ -15,7 +17,7 @@ from .conftest import API_KEY, BASE
 pytestmark = pytest.mark.anyio
 
 CREATE = f"{BASE}/services/aigc/video-generation/video-synthesis"
-FIELDS = {
+FIELDS: dict[str, Any] = {
     "model": "wan2.6-r2v-flash",
     "prompt": "character1 runs",
     "reference_urls": ["https://x.example.com/a.mp4"],
@@ -128,7 +130,7 @@ async def test_rate_limit_error_carries_retry_after(api_key: str) -> None:
     ],
 )
 @respx.mock
-async def test_create_resent_when_provably_nothing_made(api_key: str, answer: object) -> None:
+async def test_create_resent_when_provably_nothing_made(api_key: str, answer: Any) -> None:
     """A create is re-sent after a 429, a 503 or a connect error (nothing was made)."""
     route = respx.post(CREATE).mock(side_effect=[answer, ok_created()])
     async with fast_client() as c:

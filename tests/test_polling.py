@@ -28,7 +28,7 @@ def anyio_backend() -> tuple[str, dict[str, object]]:
 class FakeService:
     """A FIFO service with ``slots`` running at once; durations given per task."""
 
-    def __init__(self, durations: list[float], slots: int = 5) -> None:
+    def __init__(self, durations: list[float] | list[int], slots: int = 5) -> None:
         t0 = trio.current_time()
         self.submit = {f"t{i}": t0 for i in range(len(durations))}
         self.start: dict[str, float] = {}

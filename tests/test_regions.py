@@ -4,6 +4,7 @@ they live (against a two-region emulator on loopback)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ SCALE = 100.0
 BJ_KEY = "sk-beijing-key-0001"
 SG_KEY = "sk-singapore-key-0002"
 VA_KEY = "sk-virginia-key-0003"
-FLASH = {
+FLASH: dict[str, Any] = {
     "model": "wan2.6-r2v-flash",
     "prompt": "character1 meets character2",
     "reference_urls": ["https://cdn.example.com/a.mp4", "https://cdn.example.com/b.png"],
