@@ -36,7 +36,8 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, and pyright's completeness of the public API."""
     session.install("-e", ".[test]", "mypy>=1.10", "pyright>=1.1.380")
     session.run("mypy", "-p", "wanr2v")
-    session.run("mypy", "tests", "examples")
+    session.run("mypy", "tests")
+    session.run("mypy", "examples")
     if "--no-pyright" not in session.posargs:
         session.run("pyright", "--verifytypes", "wanr2v", "--ignoreexternal")
 
