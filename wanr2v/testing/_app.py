@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -362,7 +362,10 @@ class _EmulatorASGI:
         rule = emu.faults.pick(Endpoint(endpoint), region) if endpoint in _FAULTABLE else None
         if rule is not None and await self._fault(rule, endpoint, scope, receive, send):
             return
-        await self.inner(scope, receive, counting_send)
+        try:
+            await self.inner(scope, receive, counting_send)
+        except ClientDisconnect:  # the client went away mid-request (e.g. killed): no answer
+            status = 0
         emu.count(endpoint, status)
 
     async def _fault(
