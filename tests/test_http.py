@@ -209,3 +209,16 @@ async def test_key_never_in_repr_or_errors(api_key: str) -> None:
     assert API_KEY not in repr(c) and "sk-…cdef" in repr(c)
     assert API_KEY not in repr(c._session)
     await c.aclose()
+
+
+@respx.mock
+async def test_unreadable_200_on_create_is_an_unknown_outcome(api_key: str) -> None:
+    """A 200 whose body cannot be read made a task with an unknown id: no blind re-send."""
+    route = respx.post(CREATE).mock(
+        side_effect=[httpx.Response(200, json={"request_id": "r", "output": {}}), ok_created()]
+    )
+    async with fast_client() as c:
+        with pytest.raises(wanr2v.SubmitOutcomeUnknownError) as ei:
+            await c.async_call(**FIELDS)
+    assert len(route.calls) == 1
+    assert isinstance(ei.value.cause, wanr2v.APIError)  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from . import _config
 from ._batch import BatchItem, BatchRunner, CancelPolicy, Requests
 from ._events import EventHub, TaskEvent
 from ._exceptions import (
+    APIError,
     ConfigurationError,
     InvalidRequestError,
     ServerError,
@@ -32,6 +33,7 @@ from ._exceptions import (
     TaskNotFoundError,
     TransportError,
     WaitTimeoutError,
+    WanError,
 )
 from ._http import ApiSession, RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits
@@ -468,45 +470,50 @@ class AsyncWanClient:
                     raise  # nothing reached the service (already retried)
                 if isinstance(exc, ServiceUnavailableError):
                     raise  # a 503 refuses the create: nothing was made (already retried)
-                # A lost answer, or a 500/502/504: the task may or may not exist.
-                last = SubmitOutcomeUnknownError(
-                    f"The create for submission {sid} was sent but its outcome is unknown "
-                    f"({exc}); a task may exist. It was not re-sent blindly.",
-                    fingerprint=fp,
-                    submission_id=sid,
-                    sent_at=sent[0],
-                    cause=exc,
-                )
-                if not self.reconcile_enabled:
-                    raise last from exc
+                unknown: WanError = exc  # a lost answer, or a 500/502/504
+            else:
                 try:
-                    found = await self.reconcile(
-                        body,
-                        sent_at=sent[0],
-                        error=last,
-                        claimed=claimed,
+                    task = parse_created(
+                        data,
                         base_url=session.base_url,
-                        key=key,
+                        region=self._region_of(session.base_url),
+                        model=model,
+                        submitted_at=sent[0],
+                        fp=fp,
                     )
-                except BaseException:
-                    # Cancelled (or failed) while looking: a task may exist that this
-                    # client does not know. Kept for the caller (see ``unresolved``).
-                    self.unresolved.append(last)
-                    raise
-                if found is not None:
-                    return found
-                logger.info("submission %s: the service has no such task; sending again", sid)
-                continue
-            task = parse_created(
-                data,
-                base_url=session.base_url,
-                region=self._region_of(session.base_url),
-                model=model,
-                submitted_at=sent[0],
-                fp=fp,
+                except APIError as exc:  # a 200 we cannot read: a task was made, id unknown
+                    unknown = exc
+                else:
+                    self._adopt(task, key)
+                    return task
+            # The task may or may not exist: look it up before anything else.
+            last = SubmitOutcomeUnknownError(
+                f"The create for submission {sid} was sent but its outcome is unknown "
+                f"({unknown}); a task may exist. It was not re-sent blindly.",
+                fingerprint=fp,
+                submission_id=sid,
+                sent_at=sent[0],
+                cause=unknown,
             )
-            self._adopt(task, key)
-            return task
+            if not self.reconcile_enabled:
+                raise last from unknown
+            try:
+                found = await self.reconcile(
+                    body,
+                    sent_at=sent[0],
+                    error=last,
+                    claimed=claimed,
+                    base_url=session.base_url,
+                    key=key,
+                )
+            except BaseException:
+                # Cancelled (or failed) while looking: a task may exist that this client
+                # does not know. Kept for the caller (see ``unresolved``).
+                self.unresolved.append(last)
+                raise
+            if found is not None:
+                return found
+            logger.info("submission %s: the service has no such task; sending again", sid)
         raise SubmitOutcomeUnknownError(
             f"Submission {sid}: the create's outcome was unknown {MAX_CREATE_ROUNDS} times and "
             "each time the service provably had no task; giving up without sending again.",
