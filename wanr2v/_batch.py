@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -150,20 +150,22 @@ class BatchRunner:
         pairs = _items(requests)
         order = {key: i for i, (key, _) in enumerate(pairs)}
         out: list[BatchItem] = []
-        async with self.as_completed(pairs) as results:
+        async with self._as_completed(pairs) as results:
             async for item in results:
                 out.append(item)
         out.sort(key=lambda it: order.get(it.key, math.inf))
         return out
 
-    @asynccontextmanager
-    async def as_completed(
-        self, requests: Requests | list[tuple[Any, VideoRequest]]
-    ) -> AsyncIterator[AsyncIterator[BatchItem]]:
+    def as_completed(
+        self, requests: Requests
+    ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """``async with runner.as_completed(reqs) as results: async for item in results``."""
-        pairs: list[tuple[Any, VideoRequest]] = (
-            requests if _is_pairs(requests) else _items(requests)  # type: ignore[assignment,arg-type]
-        )
+        return self._as_completed(_items(requests))
+
+    @asynccontextmanager
+    async def _as_completed(
+        self, pairs: list[tuple[Any, VideoRequest]]
+    ) -> AsyncIterator[AsyncIterator[BatchItem]]:
         jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]]
         if self.journal is not None:
             jobs = []
@@ -214,7 +216,7 @@ class BatchRunner:
                 outer.start_soon(produce)
                 try:
                     async with receive:
-                        yield _iterate(receive)
+                        yield receive
                 finally:
                     outer.cancel_scope.cancel()
         finally:
@@ -507,23 +509,12 @@ class BatchRunner:
             )
 
 
-def _is_pairs(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], VideoRequest) for p in value
-    )
-
-
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
     inp = body.get("input")
     refs = inp.get("reference_urls", []) if isinstance(inp, Mapping) else []
     if any(isinstance(r, str) and r.startswith("oss://") for r in refs):
         return {"X-DashScope-OssResourceResolve": "enable"}
     return {}
-
-
-async def _iterate(receive: Any) -> AsyncIterator[BatchItem]:
-    async for item in receive:
-        yield item
 
 
 def summarize(items: Iterable[BatchItem], wall_seconds: float) -> BatchSummary:

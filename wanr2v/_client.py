@@ -7,7 +7,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from ._exceptions import (
 )
 from ._http import ApiSession, RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits
-from ._models import Reference, Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
+from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
 from ._wire import (
     UploadPolicy,
@@ -204,7 +204,6 @@ class AsyncWanClient:
             if url in self._sessions:
                 raise ConfigurationError(f"regions: {name!r} has the same base URL as another.")
             self._add_session(url, spec.api_key, name, Governor(spec.limits or self.limits))
-        self._allow_insecure = allow_insecure
         self.events: EventHub = EventHub()
         self.scheduler: PollScheduler = PollScheduler(
             self._poll,
@@ -223,7 +222,6 @@ class AsyncWanClient:
         self._reconcile_lock = anyio.Lock()
         self._created = 0
         self._reconciled = 0
-        self._policies: dict[str, UploadPolicy] = {}
         self._uploaders: dict[str, Uploader] = {}
         self._downloader: Downloader | None = None
         self._closed = False
@@ -982,7 +980,3 @@ async def _maybe_await(value: Any) -> Any:
     if hasattr(value, "__await__"):
         return await value
     return value
-
-
-def as_sequence(refs: Sequence[Reference]) -> list[str]:
-    return [os.fspath(r) for r in refs]

@@ -112,7 +112,6 @@ class ApiSession:
         governor: paces every call.
         retry: the retry policy.
         workspace: sent as ``X-DashScope-WorkSpace``.
-        on_response: called with ``(kind, status_code)`` after each answer (statistics).
     """
 
     def __init__(

@@ -129,7 +129,7 @@ TASK_TTL_S: Final = 24 * 3600.0
 QueryFn = Callable[["Watch", float], Awaitable[TaskResult]]
 """``(watch, priority) -> result``: one query of a task, at a priority (its due time)."""
 
-_FINAL_EVENT_STATUSES: Final = {
+_EVENT_NAMES: Final = {
     TaskStatus.PENDING: "queued",
     TaskStatus.RUNNING: "running",
     TaskStatus.SUCCEEDED: "succeeded",
@@ -609,4 +609,4 @@ def _terminal() -> tuple[TaskStatus, ...]:
 
 def event_name(status: TaskStatus) -> str:
     """The lifecycle event name for a status (``queued``, ``running``, ``succeeded`` …)."""
-    return _FINAL_EVENT_STATUSES.get(status, "updated")
+    return _EVENT_NAMES.get(status, "updated")
