@@ -130,7 +130,7 @@ async def test_policy_needs_a_known_model(client: httpx.AsyncClient) -> None:
 async def test_upload_then_oss_reference(client: httpx.AsyncClient, emu: Emulator) -> None:
     """An uploaded file answers 200 with an empty body; its oss:// key is then a valid reference."""
     pol = await policy(client)
-    resp = await upload(client, pol, "role.mp4")
+    resp = await upload(client, pol, "role.mp4", make_mp4(5))  # real: the emulator checks it
     assert (resp.status_code, resp.content) == (200, b"")
     ref = f"oss://{pol['upload_dir']}/role.mp4"
     created = await client.post(CREATE, json=create_body([ref]), headers=CREATE_HEADERS)

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from wanr2v._demo import make_png
 from wanr2v._exceptions import (
     ConnectError,
     DownloadError,
@@ -865,9 +866,10 @@ async def test_emulator_accepts_uploaded_references_and_serves_the_video(
 ) -> None:
     """Local files upload to the emulator, a create with their oss:// URLs succeeds, and the
     result downloads byte for byte; neither host sees an Authorization header."""
-    face = write(tmp_path / "a" / "face.png", b"\x89PNG first")
-    other = write(tmp_path / "b" / "face.png", b"\x89PNG second")
-    clip = write(tmp_path / "move.mp4", b"clip" * 4000)
+    # Real media: the emulator checks what it is sent (a fake file would fail the task).
+    face = write(tmp_path / "a" / "face.png", make_png(240, 240, lambda x, y: (x, y, 0)))
+    other = write(tmp_path / "b" / "face.png", make_png(240, 240, lambda x, y: (y, x, 0)))
+    clip = write(tmp_path / "move.mp4", make_mp4(4))
     async with emulated(emu) as svc:
         uploader = Uploader(svc.http, svc.get_policy)
         refs, oss = await uploader.resolve(request_for(face, other, clip.as_uri()))
@@ -946,7 +948,7 @@ async def test_client_uploads_and_downloads_over_loopback(
     runs, and the video is saved in a folder as {task_id}.mp4."""
     from wanr2v import AsyncWanClient, PollPolicy
 
-    clip = write(tmp_path / "in" / "move.mp4", b"clip" * 1000)
+    clip = write(tmp_path / "in" / "move.mp4", make_mp4(4))  # checked before upload
     out = tmp_path / "out"
     out.mkdir()
     polls = PollPolicy(time_scale=60.0, min_interval=0.05, prior=(5.0, 20.0))

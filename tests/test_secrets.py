@@ -25,6 +25,7 @@ import respx
 import wanr2v
 from tests import _chaos
 from wanr2v import AsyncWanClient, ConfigurationError
+from wanr2v._demo import make_png
 from wanr2v.journal import SQLiteJournal
 from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, make_mp4, serve
 from wanr2v.testing._client import client_for
@@ -65,7 +66,7 @@ async def test_key_never_in_logs_reprs_errors_or_journal(
     refs = tmp_path / "refs"
     refs.mkdir()
     (refs / "me.mp4").write_bytes(make_mp4(3))
-    (refs / "dog.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(256))
+    (refs / "dog.png").write_bytes(make_png(240, 240, lambda x, y: (x, y, 99)))  # real: checked
     reqs = _chaos.requests(40, 13)
     for i, fields in enumerate(reqs.values()):
         if i % 4 == 0:  # some local files: the upload flow runs too

@@ -858,7 +858,7 @@ class AsyncWanClient:
             async def get_policy(model: str) -> UploadPolicy:
                 return await self.get_upload_policy(model, base_url=session.base_url)
 
-            uploader = Uploader(http=self._http, get_policy=get_policy)
+            uploader = Uploader(http=self._http, get_policy=get_policy, check_media=True)
             self._uploaders[session.base_url] = uploader
         return uploader
 

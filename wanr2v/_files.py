@@ -50,6 +50,7 @@ from ._exceptions import (
     error_for,
 )
 from ._http import translate
+from ._media import check_local_file
 from ._models import (
     IMAGE_EXTENSIONS,
     MAX_IMAGES,
@@ -339,6 +340,8 @@ class Uploader:
         chunk_size: bytes per file read.
         max_attempts: attempts per file after transport errors or 5xx answers.
         backoff: seconds before the first such retry, doubled each time.
+        check_media: also check each file's content against the service's limits
+            (duration, frame rate, pixels, alpha: ``_media``); the client turns it on.
     """
 
     def __init__(
@@ -352,6 +355,7 @@ class Uploader:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_attempts: int = DEFAULT_UPLOAD_ATTEMPTS,
         backoff: float = DEFAULT_BACKOFF,
+        check_media: bool = False,
     ) -> None:
         if max_concurrency < 1 or chunk_size < 1 or max_attempts < 1:
             raise ValueError("max_concurrency, chunk_size and max_attempts must be >= 1")
@@ -363,6 +367,7 @@ class Uploader:
         self._chunk_size = chunk_size
         self._max_attempts = max_attempts
         self._backoff = backoff
+        self._check_media = check_media
         self._policies: dict[str, UploadPolicy] = {}
         self._policy_locks: dict[str, anyio.Lock] = {}
         self._cache: dict[tuple[str, str, str], _Cached] = {}
@@ -467,6 +472,8 @@ class Uploader:
                 f"is {st.st_size / MIB:.1f} MB; {kind}s may be at most {limit // MIB} MB: "
                 f"compress or shorten it."
             )
+        if self._check_media:
+            await check_local_file(path, index=index, kind=kind)
         identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         return _LocalFile(
             index=index, path=path, kind=kind, ext=ext, size=st.st_size, identity=identity

@@ -37,7 +37,13 @@ from wanr2v.testing._config import EmulatorConfig, Quotas, RegionConfig
 from wanr2v.testing._faults import Faults
 from wanr2v.testing._mp4 import make_mp4
 from wanr2v.testing._records import EmulatorStats, HostRequest, TaskRecord
-from wanr2v.testing._validation import Invalid, ValidRequest, billed_usage, validate
+from wanr2v.testing._validation import (
+    Invalid,
+    ValidRequest,
+    billed_usage,
+    fails_at_inspection,
+    validate,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -421,7 +427,7 @@ class Emulator:
     def _start_locked(self, task: _Task, at: float) -> None:
         task.scheduled = at + self.config.dispatch_delay
         run = task.generation_time
-        if task.failure == _rules.DOWNLOAD_FAILED:
+        if fails_at_inspection(task.failure):
             run = min(run, _rules.REFERENCE_FAILURE_AFTER_S)
         task.end = task.scheduled + run
         self._pool(self._regions[task.region], task.account, task.model).running += 1
@@ -516,6 +522,7 @@ class Emulator:
                     oss_resolve=headers.get("x-dashscope-ossresourceresolve", "").lower()
                     == "enable",
                     oss_lookup=lambda k, m: self._oss_lookup(region.name, k, m, now),
+                    oss_data=lambda k: up.data if (up := self._uploads.get(k)) else None,
                 )
             except Invalid as exc:
                 return _error(exc.status, exc.code, exc.message, rid)

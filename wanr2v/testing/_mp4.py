@@ -4,6 +4,8 @@ The vendor's results are MP4 (H.264, 30 fps). The emulator serves a file of the
 same kind, small enough to be cheap: 32x32 pixels, Baseline profile, one IDR
 frame coded with ``I_PCM`` macroblocks (raw samples, so no transform or entropy
 coder is needed) followed by ``P`` frames in which every macroblock is skipped.
+Tests of the reference-media checks ask for other lengths, frame rates, picture
+sizes and the QuickTime (``.mov``) brand; the defaults give the result video.
 Any decoder (ffmpeg, browsers, PyAV) plays it; ``file`` and ISO-BMFF parsers see
 ``ftyp`` / ``moov`` / ``mdat``.
 
@@ -21,22 +23,28 @@ __all__ = ["FPS", "HEIGHT", "WIDTH", "make_mp4"]
 WIDTH = 32
 HEIGHT = 32
 FPS = 30
-_MB_COLS = WIDTH // 16
-_MB_ROWS = HEIGHT // 16
 _LOG2_MAX_FRAME_NUM = 8
-_TIMESCALE = FPS * 1000
 _SAMPLE_DELTA = 1000
+"""Ticks per frame; the media timescale is ``fps * 1000`` (so 29.97 fps is exact)."""
+#: (largest frame in macroblocks, level_idc): the smallest H.264 level that fits.
+_LEVELS = ((99, 10), (396, 20), (792, 21), (1620, 30), (3600, 31), (8192, 40), (36864, 51))
 
 
 class _BitWriter:
     """Big-endian bit writer with Exp-Golomb codes (H.264 clause 9.1)."""
 
     def __init__(self) -> None:
-        self._bits: list[int] = []
+        self._out = bytearray()
+        self._acc = 0
+        self._n = 0  # bits held in _acc (0-7 after each call)
 
     def u(self, n: int, value: int) -> None:
-        for i in range(n - 1, -1, -1):
-            self._bits.append((value >> i) & 1)
+        self._acc = (self._acc << n) | (value & ((1 << n) - 1))
+        self._n += n
+        while self._n >= 8:
+            self._n -= 8
+            self._out.append((self._acc >> self._n) & 0xFF)
+        self._acc &= (1 << self._n) - 1
 
     def ue(self, value: int) -> None:
         code = value + 1
@@ -48,24 +56,17 @@ class _BitWriter:
         self.ue(2 * value - 1 if value > 0 else -2 * value)
 
     def align_zero(self) -> None:
-        while len(self._bits) % 8:
-            self._bits.append(0)
+        if self._n:
+            self.u(8 - self._n, 0)
 
     def raw(self, data: bytes) -> None:
-        assert len(self._bits) % 8 == 0
-        for byte in data:
-            self.u(8, byte)
+        assert self._n == 0
+        self._out += data
 
     def trailing(self) -> bytes:
-        self._bits.append(1)
+        self.u(1, 1)
         self.align_zero()
-        out = bytearray()
-        for i in range(0, len(self._bits), 8):
-            byte = 0
-            for bit in self._bits[i : i + 8]:
-                byte = (byte << 1) | bit
-            out.append(byte)
-        return bytes(out)
+        return bytes(self._out)
 
 
 def _nal(ref_idc: int, nal_type: int, rbsp: bytes) -> bytes:
@@ -81,18 +82,22 @@ def _nal(ref_idc: int, nal_type: int, rbsp: bytes) -> bytes:
     return bytes(out)
 
 
-def _sps() -> bytes:
+def _level(cols: int, rows: int) -> int:
+    return next((level for mbs, level in _LEVELS if cols * rows <= mbs), 51)
+
+
+def _sps(cols: int, rows: int) -> bytes:
     w = _BitWriter()
     w.u(8, 66)  # profile_idc: Baseline
     w.u(8, 0xC0)  # constraint_set0_flag, constraint_set1_flag
-    w.u(8, 10)  # level_idc 1.0
+    w.u(8, _level(cols, rows))  # level_idc (1.0 for the 32x32 result video)
     w.ue(0)  # seq_parameter_set_id
     w.ue(_LOG2_MAX_FRAME_NUM - 4)
     w.ue(2)  # pic_order_cnt_type
     w.ue(1)  # max_num_ref_frames
     w.u(1, 0)  # gaps_in_frame_num_value_allowed_flag
-    w.ue(_MB_COLS - 1)
-    w.ue(_MB_ROWS - 1)
+    w.ue(cols - 1)
+    w.ue(rows - 1)
     w.u(1, 1)  # frame_mbs_only_flag
     w.u(1, 1)  # direct_8x8_inference_flag
     w.u(1, 0)  # frame_cropping_flag
@@ -120,7 +125,7 @@ def _pps() -> bytes:
     return _nal(3, 8, w.trailing())
 
 
-def _idr_slice() -> bytes:
+def _idr_slice(width: int, height: int) -> bytes:
     w = _BitWriter()
     w.ue(0)  # first_mb_in_slice
     w.ue(7)  # slice_type: I (all slices of the picture)
@@ -131,12 +136,12 @@ def _idr_slice() -> bytes:
     w.u(1, 0)  # long_term_reference_flag
     w.se(0)  # slice_qp_delta
     w.ue(1)  # disable_deblocking_filter_idc
-    for row in range(_MB_ROWS):
-        for col in range(_MB_COLS):
+    for row in range(height // 16):
+        for col in range(width // 16):
             w.ue(25)  # mb_type I_PCM
             w.align_zero()  # pcm_alignment_zero_bit
             luma = bytes(
-                40 + ((col * 16 + x) * 150) // WIDTH + ((row * 16 + y) * 40) // HEIGHT
+                40 + ((col * 16 + x) * 150) // width + ((row * 16 + y) * 40) // height
                 for y in range(16)
                 for x in range(16)
             )
@@ -146,7 +151,7 @@ def _idr_slice() -> bytes:
     return _nal(3, 5, w.trailing())
 
 
-def _p_skip_slice(frame_num: int) -> bytes:
+def _p_skip_slice(frame_num: int, macroblocks: int) -> bytes:
     w = _BitWriter()
     w.ue(0)  # first_mb_in_slice
     w.ue(5)  # slice_type: P (all slices of the picture)
@@ -157,7 +162,7 @@ def _p_skip_slice(frame_num: int) -> bytes:
     w.u(1, 0)  # adaptive_ref_pic_marking_mode_flag
     w.se(0)  # slice_qp_delta
     w.ue(1)  # disable_deblocking_filter_idc
-    w.ue(_MB_COLS * _MB_ROWS)  # mb_skip_run: the whole picture
+    w.ue(macroblocks)  # mb_skip_run: the whole picture
     return _nal(2, 1, w.trailing())
 
 
@@ -174,31 +179,60 @@ _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 
 
 @functools.lru_cache(maxsize=16)
-def make_mp4(duration_s: float) -> bytes:
+def make_mp4(
+    duration_s: float,
+    *,
+    fps: float = FPS,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    quicktime: bool = False,
+) -> bytes:
     """Build an MP4 file lasting ``duration_s`` seconds (at least one frame).
+
+    The length is a whole number of frames: ``round(duration_s * fps)`` of them, so the
+    file lasts ``frames / fps`` seconds exactly (its media timescale is ``fps * 1000``).
 
     Args:
         duration_s: The video length in seconds.
+        fps: Frames per second, e.g. ``29.97``; a multiple of 0.001.
+        width: Picture width in pixels, a multiple of 16.
+        height: Picture height in pixels, a multiple of 16.
+        quicktime: Write the QuickTime brand (``qt  ``), as a ``.mov`` file has.
 
     Returns:
-        The bytes of a complete MP4 file (H.264 Baseline, 30 fps, 32x32).
+        The bytes of a complete MP4 file (H.264 Baseline; 30 fps, 32x32 by default).
+
+    Raises:
+        ValueError: a size that is not a positive multiple of 16, or a frame rate
+            that is not positive.
     """
-    frames = max(1, round(duration_s * FPS))
-    sps, pps = _sps(), _pps()
-    samples = [struct.pack(">I", len(n)) + n for n in (sps, pps, _idr_slice())]
+    if width < 16 or height < 16 or width % 16 or height % 16:
+        raise ValueError(
+            f"make_mp4: width and height must be multiples of 16, got {width}x{height}"
+        )
+    timescale = round(fps * 1000)
+    if timescale < 1:
+        raise ValueError(f"make_mp4: fps must be positive, got {fps}")
+    cols, rows = width // 16, height // 16
+    frames = max(1, round(duration_s * timescale / _SAMPLE_DELTA))
+    sps, pps = _sps(cols, rows), _pps()
+    samples = [struct.pack(">I", len(n)) + n for n in (sps, pps, _idr_slice(width, height))]
     first = b"".join(samples)
     rest = []
     for i in range(1, frames):
-        nal = _p_skip_slice(i)
+        nal = _p_skip_slice(i, cols * rows)
         rest.append(struct.pack(">I", len(nal)) + nal)
     sizes = [len(first)] + [len(s) for s in rest]
     media_duration = frames * _SAMPLE_DELTA
-    movie_duration = frames * 1000 // FPS
+    movie_duration = frames * _SAMPLE_DELTA * 1000 // timescale
 
-    ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso2avc1mp41")
+    if quicktime:
+        ftyp = _box(b"ftyp", b"qt  ", struct.pack(">I", 0x200), b"qt  ")
+    else:
+        ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 0x200), b"isomiso2avc1mp41")
     avcc = _box(
         b"avcC",
-        bytes([1, 66, 0xC0, 10, 0xFF, 0xE1]),
+        bytes([1, 66, 0xC0, _level(cols, rows), 0xFF, 0xE1]),
         struct.pack(">H", len(sps)),
         sps,
         bytes([1]),
@@ -210,7 +244,7 @@ def make_mp4(duration_s: float) -> bytes:
         bytes(6),
         struct.pack(">H", 1),  # data_reference_index
         bytes(16),
-        struct.pack(">HH", WIDTH, HEIGHT),
+        struct.pack(">HH", width, height),
         struct.pack(">II", 0x480000, 0x480000),  # 72 dpi
         bytes(4),
         struct.pack(">H", 1),  # frame_count
@@ -252,13 +286,13 @@ def make_mp4(duration_s: float) -> bytes:
             bytes(8),
             struct.pack(">hhHH", 0, 0, 0, 0),
             _MATRIX,
-            struct.pack(">II", WIDTH << 16, HEIGHT << 16),
+            struct.pack(">II", width << 16, height << 16),
         )
         mdhd = _full_box(
             b"mdhd",
             0,
             0,
-            struct.pack(">IIII", 0, 0, _TIMESCALE, media_duration),
+            struct.pack(">IIII", 0, 0, timescale, media_duration),
             struct.pack(">HH", 0x55C4, 0),  # language "und"
         )
         hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\x00")

@@ -40,6 +40,47 @@ UNREACHABLE_HOST_SUFFIXES: Final = (".invalid",)
 #: ASSUMED: emulator seconds after the task starts before a download failure ends it.
 REFERENCE_FAILURE_AFTER_S: Final = 3.0
 
+# --- Reference media (what the emulator can read: files uploaded to it) -------
+
+#: Video length in seconds, inclusive. The vendor's current page says 1–30 s
+#: (older pages said 2–30 s).
+MEDIA_VIDEO_SECONDS: Final = (1, 30)
+#: Average frame rate, inclusive (the vendor's generic ``InvalidFile.FPS`` error).
+MEDIA_VIDEO_FPS: Final = (15, 60)
+#: Pixels on each side of an image, inclusive.
+MEDIA_IMAGE_SIDE_PX: Final = (240, 5000)
+#: Largest files, in MB (ASSUMED MiB, as OSS policies count).
+MEDIA_IMAGE_MAX_MB: Final = 10
+MEDIA_VIDEO_MAX_MB: Final = 100
+#: ASSUMED: media out of its limits is found when the task inspects its input, as a
+#: reference that cannot be downloaded is: the create answers 200 and the task ends
+#: FAILED after ``REFERENCE_FAILURE_AFTER_S`` with one of these codes. Messages are
+#: the vendor's error-code page's, with the r2v limits filled in. ``http(s)://``
+#: references are not fetched by the emulator, so only uploads are checked.
+MEDIA_DURATION: Final = (
+    "InvalidFile.Duration",
+    "Invalid file duration. The file duration must be {lo} s ~ {hi} s.",
+)
+MEDIA_FPS: Final = ("InvalidFile.FPS", "Invalid video FPS. The video FPS must be {lo} ~ {hi}.")
+MEDIA_RESOLUTION: Final = (
+    "InvalidFile.Resolution",
+    "The image resolution is invalid, please make sure that the largest length of image "
+    "is smaller than {hi}, and the smallest length of image is larger than {lo}.",
+)
+MEDIA_SIZE: Final = (
+    "InvalidFile.Size",
+    "Invalid file size. The {kind} file size must be less than {mb}MB.",
+)
+#: ASSUMED: a PNG with an alpha channel is refused as a format the service does not take.
+MEDIA_ALPHA: Final = (
+    "InvalidFile.Format",
+    "Invalid file format, PNG images with an alpha channel (transparency) are not supported.",
+)
+MEDIA_UNREADABLE: Final = (
+    "InvalidFile.Openerror",
+    "Invalid file, cannot open file as video/audio/image.",
+)
+
 # --- Parameters -------------------------------------------------------------
 
 SIZES_720P: Final = frozenset({"1280*720", "720*1280", "960*960", "1088*832", "832*1088"})

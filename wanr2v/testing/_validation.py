@@ -1,7 +1,18 @@
-"""Checks of a create body, as the service makes them; pure functions, no state."""
+"""Checks of a create body, as the service makes them; pure functions, no state.
+
+Reference media: the emulator holds the bytes of the files uploaded to it, and checks
+each ``oss://`` reference the way the client checks a local file (``wanr2v._media``:
+headers only, Pillow for images when installed). A file out of its limits does not
+refuse the create: the task is accepted and ends FAILED with the vendor's
+``InvalidFile.*`` code, as the service fails a task whose input it inspects
+(``_rules``, "Reference media"). ``http(s)://`` references are never fetched, so their
+content is not checked.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -10,9 +21,42 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from wanr2v import _media
 from wanr2v.testing import _rules
 
-__all__ = ["Invalid", "Reference", "ValidRequest", "billed_usage", "reference_kind", "validate"]
+__all__ = [
+    "Invalid",
+    "Reference",
+    "ValidRequest",
+    "billed_usage",
+    "fails_at_inspection",
+    "media_failure",
+    "reference_kind",
+    "validate",
+]
+
+logger = logging.getLogger("wanr2v.testing")
+
+_MEDIA_LIMITS = _media.MediaLimits(
+    video_min_s=_rules.MEDIA_VIDEO_SECONDS[0],
+    video_max_s=_rules.MEDIA_VIDEO_SECONDS[1],
+    fps_min=_rules.MEDIA_VIDEO_FPS[0],
+    fps_max=_rules.MEDIA_VIDEO_FPS[1],
+    image_min_px=_rules.MEDIA_IMAGE_SIDE_PX[0],
+    image_max_px=_rules.MEDIA_IMAGE_SIDE_PX[1],
+    png_alpha=False,
+)
+_MEDIA_CODES = frozenset(
+    code
+    for code, _ in (
+        _rules.MEDIA_DURATION,
+        _rules.MEDIA_FPS,
+        _rules.MEDIA_RESOLUTION,
+        _rules.MEDIA_SIZE,
+        _rules.MEDIA_ALPHA,
+        _rules.MEDIA_UNREADABLE,
+    )
+)
 
 _SIZE_RE = re.compile(r"^[1-9][0-9]{0,4}\*[1-9][0-9]{0,4}$")
 
@@ -97,6 +141,48 @@ def reference_kind(path: str) -> str | None:
 #: Looks up an ``oss://`` key among the emulator's uploads: returns the stored
 #: file name, or ``None`` when unknown, expired, of another region or model.
 OssLookup = Callable[[str, str], str | None]
+#: The bytes of an uploaded ``oss://`` key (already found by ``OssLookup``), or ``None``.
+OssData = Callable[[str], bytes | None]
+
+
+def media_failure(data: bytes, kind: str) -> tuple[str, str] | None:
+    """The ``(code, message)`` a task fails with for this reference, or ``None`` if fine.
+
+    Args:
+        data: the file's bytes, as uploaded.
+        kind: ``"image"`` or ``"video"``, from its name.
+    """
+    mb = _rules.MEDIA_IMAGE_MAX_MB if kind == "image" else _rules.MEDIA_VIDEO_MAX_MB
+    if len(data) > mb * 1024 * 1024:
+        code, message = _rules.MEDIA_SIZE
+        return code, message.format(kind=kind, mb=mb)
+    try:
+        info = _media.probe(io.BytesIO(data), kind, len(data))
+    except _media.UnreadableMediaError:
+        return _rules.MEDIA_UNREADABLE
+    if info is None:
+        logger.debug("Emulator: %s content not checked (its probe is not installed).", kind)
+        return None
+    found = _media.violations(info, _MEDIA_LIMITS)
+    if not found:
+        return None
+    templates = {
+        "InvalidFile.Duration": (_rules.MEDIA_DURATION, _rules.MEDIA_VIDEO_SECONDS),
+        "InvalidFile.FPS": (_rules.MEDIA_FPS, _rules.MEDIA_VIDEO_FPS),
+        "InvalidFile.Resolution": (_rules.MEDIA_RESOLUTION, _rules.MEDIA_IMAGE_SIDE_PX),
+    }
+    first = found[0].code
+    if first not in templates:
+        return _rules.MEDIA_ALPHA
+    (code, message), (lo, hi) = templates[first]
+    return code, message.format(lo=lo, hi=hi)
+
+
+def fails_at_inspection(failure: tuple[str, str] | None) -> bool:
+    """Whether a task with this failure ends when its input is inspected (a few seconds
+    after it starts), not after a full generation time: a reference that cannot be
+    downloaded, or media out of its limits."""
+    return failure is not None and (failure == _rules.DOWNLOAD_FAILED or failure[0] in _MEDIA_CODES)
 
 
 def _is_int(value: object) -> bool:
@@ -111,6 +197,7 @@ def validate(
     region: str,
     oss_resolve: bool,
     oss_lookup: OssLookup,
+    oss_data: OssData | None = None,
 ) -> ValidRequest:
     """Check a create body (model already checked) and apply the defaults.
 
@@ -121,6 +208,8 @@ def validate(
         region: The region's name (for messages).
         oss_resolve: Whether ``X-DashScope-OssResourceResolve: enable`` was sent.
         oss_lookup: Resolves ``oss://`` keys to stored file names.
+        oss_data: Gives the bytes of an uploaded ``oss://`` key, so its media is checked
+            (:func:`media_failure`); ``None`` leaves uploads unchecked.
 
     Returns:
         The accepted request.
@@ -159,6 +248,7 @@ def validate(
         raise _bad(f"The number of {field} must be between 1 and {limit}, got {len(refs)}.")
 
     resolved: list[Reference] = []
+    media: list[tuple[str, str]] = []
     for url in refs:
         try:
             parts = urlsplit(url)
@@ -174,6 +264,11 @@ def validate(
                 raise _bad(message.format(url=url), code)
             kind = reference_kind(name)
             reachable = True
+            data = oss_data(url[len("oss://") :]) if oss_data is not None else None
+            if data is not None and kind is not None:
+                found = media_failure(data, kind)
+                if found is not None:
+                    media.append(found)
         elif scheme in ("http", "https") and parts.hostname:
             kind = reference_kind(parts.path)
             host = parts.hostname.lower()
@@ -199,6 +294,8 @@ def validate(
         )
     if not all(r.reachable for r in resolved):
         failure = _rules.DOWNLOAD_FAILED
+    elif media:
+        failure = media[0]
 
     params = body.get("parameters")
     if params is None:
