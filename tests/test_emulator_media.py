@@ -75,17 +75,15 @@ async def upload(http: httpx.AsyncClient, name: str, content: bytes) -> str:
     return f"oss://{key}"
 
 
-async def run(http: httpx.AsyncClient, emu: Emulator, refs: list[str]) -> dict[str, Any]:
-    """Create a task with ``refs`` (must answer 200), then query it at +5 s and +70 s."""
+async def run(
+    http: httpx.AsyncClient, emu: Emulator, refs: list[str], *, after: float
+) -> dict[str, Any]:
+    """Create a task with ``refs`` (must answer 200); query it ``after`` emulator seconds."""
     body = {"model": MODEL, "input": {"prompt": "character1", "reference_urls": refs}}
     created = await http.post(CREATE, json=body, headers=CREATE_HEADERS)
     assert created.status_code == 200, created.text  # media is not judged at create time
     task_id = created.json()["output"]["task_id"]
-    emu.advance(5.0)  # past the inspection (3 s), well before generation would end
-    early: dict[str, Any] = (await http.get(f"/tasks/{task_id}", headers=AUTH)).json()
-    if early["output"]["task_status"] == "FAILED":
-        return early
-    emu.advance(65.0)
+    emu.advance(after)
     out: dict[str, Any] = (await http.get(f"/tasks/{task_id}", headers=AUTH)).json()
     return out
 
@@ -167,7 +165,8 @@ async def test_bad_media_fails_the_task_with_the_vendor_code(
     """Uploaded media out of its limits: 200 on create, then FAILED at inspection (< 5 s)
     with the vendor's code and message; nothing is billed."""
     ref = await upload(http, name, content)
-    out = await run(http, served, [ref])
+    # 5 s: past the inspection (3 s), long before the 60 s generation would end.
+    out = await run(http, served, [ref], after=5.0)
     assert out["output"]["task_status"] == "FAILED"
     assert (out["output"]["code"], out["output"]["message"]) == (code, message)
     assert "usage" not in out
@@ -183,7 +182,7 @@ async def test_media_within_limits_succeeds(http: httpx.AsyncClient, served: Emu
         await upload(http, "small.bmp", png((240, 240), fmt="BMP")),
         await upload(http, "flat.png", png((240, 5000), mode="L")),
     ]
-    out = await run(http, served, refs)
+    out = await run(http, served, refs, after=70.0)
     assert out["output"]["task_status"] == "SUCCEEDED", out
     assert out["usage"]["input_video_duration"] == 2  # two videos of five references: 1 s each
 
@@ -198,7 +197,7 @@ async def test_first_bad_reference_decides_the_failure(
         await upload(http, "slow.mp4", make_mp4(2, fps=10)),
         await upload(http, "short.mp4", make_mp4(0.5)),
     ]
-    out = await run(http, served, refs)
+    out = await run(http, served, refs, after=5.0)
     assert out["output"]["code"] == "InvalidFile.FPS"
 
 
@@ -208,7 +207,7 @@ async def test_remote_references_are_not_fetched_or_judged(
 ) -> None:
     """http(s):// references are never downloaded by the emulator, so their content is not
     checked: the task succeeds (only uploads can be inspected)."""
-    out = await run(http, served, ["https://cdn.example.com/maybe-too-long.mp4"])
+    out = await run(http, served, ["https://cdn.example.com/maybe-too-long.mp4"], after=70.0)
     assert out["output"]["task_status"] == "SUCCEEDED"
     assert served.host_requests("upload") == []
 
