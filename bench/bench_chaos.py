@@ -6,6 +6,9 @@
 2. Kill and resume: the same batch in a child process, SIGKILLed at three random
    points and resumed from its journal each time (through the Python API, and
    through the ``wanr2v`` CLI when it is installed).
+   With ``--world``: the same batch again with every emulator world knob on
+   (``tests/_chaos.py``'s ``WORLD_ALL``: list and query lags of 5 s, dropped creates
+   committed 5 s late, prompts echoed normalized, pages of 10), on asyncio and trio.
 3. Fuzzing counts: the hypothesis properties of ``tests/test_fuzz.py``, run here, and
    the examples each one ran.
 
@@ -15,6 +18,7 @@ Loopback only; every wait is bounded. ``--tasks N`` and ``--seed S`` change the 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -34,13 +38,16 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def faulted_batch(n: int, seed: int, backend: str) -> _chaos.BatchFigures:
+def faulted_batch(
+    n: int, seed: int, backend: str, world: dict[str, object] | None = None
+) -> _chaos.BatchFigures:
     with tempfile.TemporaryDirectory(prefix="wanr2v-chaos-") as d:
-        return anyio.run(_chaos.run_faulted_batch, n, seed, Path(d), backend=backend)
+        run = functools.partial(_chaos.run_faulted_batch, world=world)
+        return anyio.run(run, n, seed, Path(d), backend=backend)
 
 
-def print_batch(figs: dict[str, _chaos.BatchFigures]) -> None:
-    print("## Faulted batch\n")
+def print_batch(figs: dict[str, _chaos.BatchFigures], title: str = "Faulted batch") -> None:
+    print(f"## {title}\n")
     names = list(figs)
     rows: list[list[object]] = []
 
@@ -56,6 +63,10 @@ def print_batch(figs: dict[str, _chaos.BatchFigures]) -> None:
     row("orphan tasks (created, owned by no item)", lambda f: len(f.orphan_tasks))
     row("tasks owned by two items", lambda f: len(f.shared_task_ids))
     row("lost creates reconciled (adopted)", lambda f: f.client_stats.reconciled)
+    row(
+        "typed errors (items without a video)",
+        lambda f: sum(v for k, v in f.outcomes.items() if k != "downloaded"),
+    )
     row("untyped errors", lambda f: len(f.untyped_errors))
     row("longest item (s, bounded by fail_after)", lambda f: f"{f.max_item_s:.1f}")
     row("leaked fds / sockets", lambda f: len(f.leaked_fds))
@@ -175,6 +186,11 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--skip", nargs="*", default=[], choices=["batch", "resume", "cli", "fuzz"])
+    p.add_argument(
+        "--world",
+        action="store_true",
+        help="also run the faulted batch with every emulator world knob on",
+    )
     a = p.parse_args()
     started = time.monotonic()
     print(
@@ -186,6 +202,17 @@ def main() -> int:
                 "asyncio": faulted_batch(a.tasks, a.seed, "asyncio"),
                 "trio": faulted_batch(a.tasks, a.seed + 1, "trio"),
             }
+        )
+    if a.world:
+        world = dict(_chaos.WORLD_ALL)
+        print_batch(
+            {
+                "asyncio": faulted_batch(a.tasks, a.seed, "asyncio", world),
+                "trio": faulted_batch(a.tasks, a.seed + 1, "trio", world),
+            },
+            title="Faulted batch, every world knob on ("
+            + ", ".join(f"{k}={v}" for k, v in world.items())
+            + ")",
         )
     results: dict[str, _chaos.ResumeFigures] = {}
     with tempfile.TemporaryDirectory(prefix="wanr2v-kill-") as d:
