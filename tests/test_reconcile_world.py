@@ -13,16 +13,17 @@ The emulator runs 50x faster than real time: a 5 s lag is 0.1 s here.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from wanr2v import ConfigurationError, SubmitOutcomeUnknownError, TaskNotFoundError
 from wanr2v._polling import PollPolicy
 from wanr2v._reconcile import echo_conflict, normalize_prompt, prompts_match
-from wanr2v._wire import parse_result
+from wanr2v._wire import fingerprint, parse_result
 from wanr2v.testing import (
     Emulator,
     EmulatorConfig,
@@ -160,14 +161,14 @@ async def test_small_pages_are_all_read() -> None:
     with serve(world(12, page_size_cap=3)) as emu:
         async with client_for(emu) as other, client_for(emu, reconcile_grace=0.01) as client:
             lose_next_create(emu)
-            sent_at = dt.datetime.now(dt.UTC).timestamp()
-            with pytest.raises(SubmitOutcomeUnknownError) as lost:
+            sent_at = time.time()
+            with pytest.raises(SubmitOutcomeUnknownError) as err:
                 async with client_for(emu, reconcile=False) as once:
                     await once.async_call(**FIELDS)
             for i in range(8):  # newer, so listed first: the lost one is last
                 await other.async_call(**{**FIELDS, "prompt": f"another take {i}"})
             with anyio.fail_after(30):
-                found = await client.reconcile(_body(FIELDS), sent_at=sent_at, error=lost.value)
+                found = await client.reconcile(_body(FIELDS), sent_at=sent_at, error=err.value)
         st = emu.stats()
         first = emu.task_records()[0]
     assert found is not None and found.task_id == first.task_id
@@ -201,10 +202,12 @@ async def test_absence_is_proven_only_after_the_settle_period() -> None:
 
 async def test_a_late_commit_beyond_an_unsettled_look_is_not_paid_twice() -> None:
     """The settle period is what saves money: with ``reconcile_settle=0`` a create that
-    commits late is re-sent (a duplicate); with the default it is adopted."""
+    commits late is re-sent (a duplicate); with the default it is adopted. (Time runs
+    10x here, so the unsettled look surely comes before the late commit.)"""
     results = {}
     for settle in (0.0, 15.0):
-        with serve(world(14, commit_delay=LAG)) as emu:
+        config = attrs.evolve(world(14, commit_delay=LAG), time_scale=10.0)
+        with serve(config) as emu:
             lose_next_create(emu)
             async with client_for(emu, reconcile_grace=0.01, reconcile_settle=settle) as client:
                 with anyio.fail_after(30):
@@ -213,49 +216,53 @@ async def test_a_late_commit_beyond_an_unsettled_look_is_not_paid_twice() -> Non
     assert results == {0.0: 1, 15.0: 0}
 
 
+def lost(body: dict[str, Any]) -> SubmitOutcomeUnknownError:
+    return SubmitOutcomeUnknownError("lost", fingerprint=fingerprint(body))
+
+
 async def test_two_look_alike_candidates_refuse() -> None:
     """Another process of the account made the same request (same prompt up to
-    whitespace) meanwhile: two candidates, so ``SubmitOutcomeUnknownError`` naming
-    both, and nothing is sent again."""
+    whitespace) after our create was lost: two candidates, so
+    ``SubmitOutcomeUnknownError`` naming both, and nothing is sent again."""
+    body = _body(FIELDS)
     with serve(world(15, prompt_normalization=True)) as emu:
-        async with client_for(emu) as other, client_for(emu, reconcile_grace=0.05) as client:
+        async with client_for(emu) as other, client_for(emu, reconcile_grace=0.01) as client:
+            sent_at = time.time()
             lose_next_create(emu)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    lambda: other.async_call(**{**FIELDS, "prompt": FIELDS["prompt"] + "  "})
-                )
-                with pytest.raises(SubmitOutcomeUnknownError) as err:
-                    with anyio.fail_after(30):
-                        await client.async_call(**FIELDS)
+            with pytest.raises(SubmitOutcomeUnknownError):
+                async with client_for(emu, reconcile=False) as once:
+                    await once.async_call(**FIELDS)
+            await other.async_call(**{**FIELDS, "prompt": FIELDS["prompt"] + "  "})
+            with pytest.raises(SubmitOutcomeUnknownError) as err, anyio.fail_after(30):
+                await client.reconcile(body, sent_at=sent_at, error=lost(body))
         st = emu.stats()
         ids = {r.task_id for r in emu.task_records()}
-    assert st.tasks_created == 2
+    assert st.tasks_created == 2 and len(ids) == 2
     assert set(err.value.candidates) == ids
     assert "2 matching" in str(err.value)
 
 
 async def test_same_prompt_other_size_is_someone_elses() -> None:
     """A candidate with our prompt but another size (its ``usage`` says so) is not
-    adopted: the lost create (dropped before anything was made) is sent once more."""
+    ours: the service is proven to have made nothing for us."""
+    body = _body(FIELDS)
     with serve(world(16)) as emu:
         async with client_for(emu) as other, client_for(emu, reconcile_grace=0.01) as client:
+            sent_at = time.time()
             theirs = await other.async_call(**{**FIELDS, "size": "960*960"})
-            await other.wait(theirs)
-            emu.faults.add(FaultRule(kind=FaultKind.DROP, endpoint=Endpoint.CREATE, count=1))
             with anyio.fail_after(30):
-                ours = await client.async_call(**FIELDS)
-        st = emu.stats()
-    assert ours.task_id != theirs.task_id
-    assert st.tasks_created == 2 and st.duplicate_creates == 0
+                found = await client.reconcile(body, sent_at=sent_at, error=lost(body))
+            assert (await client.fetch(theirs)).orig_prompt == FIELDS["prompt"]
+    assert found is None
 
 
 # --- UNKNOWN while young --------------------------------------------------------------
 
 
 async def test_a_young_task_answering_unknown_is_polled_again() -> None:
-    """Queries lag 5 s: a task created (not lost) answers UNKNOWN at first, and the
-    wait goes on until it is known, then succeeds."""
-    with serve(world(17, query_lag=LAG)) as emu:
+    """Queries lag 20 s: a task created (not lost) answers UNKNOWN at first, and the
+    wait goes on (within the default 30 s grace) until it is known, then succeeds."""
+    with serve(world(17, query_lag=20.0)) as emu:
         async with client_for(emu) as client:
             task = await client.async_call(**FIELDS)
             assert (await client.fetch(task.task_id)).status.value == "UNKNOWN"
