@@ -8,7 +8,8 @@ docs/errors.md):
   every task already claimed by this client or by the journal, minus every task
   created before the create was sent (judged on the service's own clock: its ``Date``
   header, less the local time elapsed since the send; without a ``Date`` header the
-  whole 24 h window counts). The listing asks for tasks from that moment on, pages
+  whole 24 h window counts). The listing asks for tasks from that moment on
+  (``start_time`` alone; a service that refuses that gets the default window), pages
   through however small the service makes its pages, and is *complete* only when it
   saw at least as many tasks as the service's ``total``.
 - **What makes a candidate ours.** Every signal the service returns must agree: the
@@ -57,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _config
-from ._exceptions import SubmitOutcomeUnknownError, WanError
+from ._exceptions import BadRequestError, SubmitOutcomeUnknownError, WanError
 from ._models import Task, TaskResult, TaskStatus, TaskSummary
 from ._wire import fingerprint, format_list_time, parse_list
 
@@ -249,7 +250,13 @@ async def find_lost_task(
         listed_at = time.time()
         floor = _server_time_at(session.server_clock, sent_at, scale)
         try:
-            rows, complete = await _listing(client, model, base_url, floor)
+            try:
+                rows, complete = await _listing(client, model, base_url, floor)
+            except BadRequestError:
+                if floor is None:
+                    raise
+                # A service that refuses a window without its end: the default 24 h.
+                rows, complete = await _listing(client, model, base_url, None)
         except WanError as exc:
             error.candidates = ()  # type: ignore[attr-defined]
             error.message += f" Reconciliation could not list tasks: {exc}"

@@ -6,6 +6,12 @@ schedule to "now" on the emulator clock, popping due events from one heap
 the event, not of the request). So 10,000 tasks cost 10,000 heap entries and
 no coroutine at all. One lock guards everything, so the Python API (stats,
 faults, clock) is safe from any thread while uvicorn serves in another.
+
+The world knobs (``EmulatorConfig.list_lag``, ``query_lag``, ``commit_delay``,
+``prompt_normalization``, ``page_size_cap``; :meth:`Emulator.set_world` at run time)
+make the service less kind than the vendor's best case. A create delayed by
+``commit_delay`` waits in a second heap and commits, in time order with the ends
+before it, when the world next advances past its commit time.
 """
 
 from __future__ import annotations
