@@ -6,9 +6,10 @@
 2. Kill and resume: the same batch in a child process, SIGKILLed at three random
    points and resumed from its journal each time (through the Python API, and
    through the ``wanr2v`` CLI when it is installed).
-   With ``--world``: the same batch again with every emulator world knob on
-   (``tests/_chaos.py``'s ``WORLD_ALL``: list and query lags of 5 s, dropped creates
-   committed 5 s late, prompts echoed normalized, pages of 10), on asyncio and trio.
+   With ``--world``: the same batch in less kind worlds, each emulator world knob
+   alone (asyncio), then all at once (``tests/_chaos.py``'s ``WORLD_ALL``: list and
+   query lags of 5 s, dropped creates committed 5 s late, prompts echoed normalized,
+   pages of 10; asyncio and trio). ``--world --skip batch resume cli fuzz``: only that.
 3. Fuzzing counts: the hypothesis properties of ``tests/test_fuzz.py``, run here, and
    the examples each one ran.
 
@@ -102,6 +103,57 @@ def print_batch(figs: dict[str, _chaos.BatchFigures], title: str = "Faulted batc
         print(
             f"\n{b}: TaskFailedError {f.outcomes.get('TaskFailedError', 0)} = FAIL_TASK faults {exp}"
         )
+
+
+def print_worlds(n: int, seed: int) -> None:
+    """The faulted batch in each less kind world alone (asyncio), then in all at once
+    (asyncio and trio): one row each, then the full figures of the latter."""
+    every = dict(_chaos.WORLD_ALL)
+    runs: list[tuple[str, str, dict[str, object], int]] = [
+        (f"{k}={v}", "asyncio", {k: v}, seed) for k, v in every.items()
+    ]
+    runs += [("all of them", "asyncio", every, seed), ("all of them", "trio", every, seed + 1)]
+    figs: dict[tuple[str, str], _chaos.BatchFigures] = {}
+    for label, backend, world, s in runs:
+        figs[(label, backend)] = faulted_batch(n, s, backend, world)
+    print("## Faulted batch in less kind worlds (emulator world knobs)\n")
+    rows = [
+        [
+            label,
+            backend,
+            f.tasks,
+            f"{f.wall_s:.1f}",
+            f"{f.fault_rate:.1%}",
+            f"**{f.duplicate_creates}**",
+            len(f.orphan_tasks),
+            f.client_stats.reconciled,
+            sum(v for k, v in f.outcomes.items() if k != "downloaded"),
+            len(f.untyped_errors),
+        ]
+        for (label, backend), f in figs.items()
+    ]
+    print(
+        table(
+            [
+                "world",
+                "backend",
+                "tasks",
+                "wall (s)",
+                "faulted",
+                "duplicate creates",
+                "tasks lost",
+                "reconciled",
+                "typed errors",
+                "untyped",
+            ],
+            rows,
+        )
+    )
+    print()
+    print_batch(
+        {b: figs[("all of them", b)] for b in ("asyncio", "trio")},
+        title="Every world knob on (" + ", ".join(f"{k}={v}" for k, v in every.items()) + ")",
+    )
 
 
 def print_resume(results: dict[str, _chaos.ResumeFigures]) -> None:
@@ -204,16 +256,7 @@ def main() -> int:
             }
         )
     if a.world:
-        world = dict(_chaos.WORLD_ALL)
-        print_batch(
-            {
-                "asyncio": faulted_batch(a.tasks, a.seed, "asyncio", world),
-                "trio": faulted_batch(a.tasks, a.seed + 1, "trio", world),
-            },
-            title="Faulted batch, every world knob on ("
-            + ", ".join(f"{k}={v}" for k, v in world.items())
-            + ")",
-        )
+        print_worlds(a.tasks, a.seed)
     results: dict[str, _chaos.ResumeFigures] = {}
     with tempfile.TemporaryDirectory(prefix="wanr2v-kill-") as d:
         if "resume" not in a.skip:
