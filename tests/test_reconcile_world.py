@@ -13,11 +13,13 @@ The emulator runs 50x faster than real time: a 5 s lag is 0.1 s here.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import anyio
 import attrs
+import httpx
 import pytest
 
 from wanr2v import ConfigurationError, SubmitOutcomeUnknownError, TaskNotFoundError
@@ -290,3 +292,45 @@ async def test_the_unknown_grace_is_bounded() -> None:
             with anyio.fail_after(30), pytest.raises(TaskNotFoundError):
                 await client.wait(elsewhere)
             assert emu.stats().requests["query"][200] - before == 1
+
+
+# --- a listing that hides rows ----------------------------------------------------------
+
+
+class _HidingLists(httpx.AsyncBaseTransport):
+    """The emulator, behind a proxy that drops the last row of every list page while
+    the page still reports the full ``total``: a service whose listing is inconsistent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method != "GET" or not request.url.path.endswith("/tasks"):
+            return response
+        data = json.loads(await response.aread())
+        data["data"] = data.get("data", [])[:-1]
+        headers = [
+            (k, v)
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-encoding")
+        ]
+        return httpx.Response(response.status_code, headers=headers, json=data)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_incomplete_listing_proves_nothing() -> None:
+    """The list shows fewer tasks than its ``total``: the lost create is not proven
+    absent, so ``SubmitOutcomeUnknownError`` and nothing sent again."""
+    emu = Emulator(world(19))
+    lose_next_create(emu)
+    http = httpx.AsyncClient(transport=_HidingLists(emu.transport()), timeout=30.0)
+    async with client_for(emu, in_process=True, http_client=http, reconcile_grace=0.01) as client:
+        with pytest.raises(SubmitOutcomeUnknownError, match="could not list every task"):
+            with anyio.fail_after(30):
+                await client.async_call(**FIELDS)
+    await http.aclose()
+    st = emu.stats()
+    assert st.tasks_created == 1 and st.duplicate_creates == 0
