@@ -214,6 +214,8 @@ async def _settle_candidate(
                 await anyio.sleep(step)
                 step = min(step * 2, policy.max_interval / policy.time_scale)
                 verdict = _verdict(await _fetch(client, task_id, base_url), body, prompt)
+        if verdict == "unknown":  # one last look, once the grace is over
+            verdict = _verdict(await _fetch(client, task_id, base_url), body, prompt)
         if verdict == "unknown":
             return "unverified"
     if verdict == "wait":
