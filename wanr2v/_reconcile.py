@@ -248,6 +248,7 @@ async def find_lost_task(
     prompt = str(inp.get("prompt", "")) if isinstance(inp, Mapping) else ""
     session = client._session_for(base_url)
     scale = client.scheduler.policy.time_scale
+    others: set[str] = set()  # proven someone else's (or not billed) in an earlier look
     while True:
         listed_at = time.time()
         floor = _server_time_at(session.server_clock, sent_at, scale)
@@ -266,7 +267,9 @@ async def find_lost_task(
         floor = _server_time_at(session.server_clock, sent_at, scale)
         looks: dict[str, str] = {}
         for row in rows:
-            if row.task_id in claimed or row.status is TaskStatus.UNKNOWN:
+            if row.task_id in claimed or row.task_id in others:
+                continue
+            if row.status is TaskStatus.UNKNOWN:
                 continue
             if row.model_name is not None and row.model_name != model:
                 continue  # another model's: the service ignored the filter
@@ -292,6 +295,7 @@ async def find_lost_task(
             async with anyio.create_task_group() as tg:
                 for task_id in slow:
                     tg.start_soon(settle, task_id)
+        others.update(t for t, v in looks.items() if v == "other")
         matches = [t for t, v in looks.items() if v == "match"]
         unverified = [t for t, v in looks.items() if v == "unverified"]
         if len(matches) == 1 and not unverified:
