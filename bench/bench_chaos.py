@@ -6,6 +6,10 @@
 2. Kill and resume: the same batch in a child process, SIGKILLed at three random
    points and resumed from its journal each time (through the Python API, and
    through the ``wanr2v`` CLI when it is installed).
+   With ``--world``: the same batch in less kind worlds, each emulator world knob
+   alone (asyncio), then all at once (``tests/_chaos.py``'s ``WORLD_ALL``: list and
+   query lags of 5 s, dropped creates committed 5 s late, prompts echoed normalized,
+   pages of 10; asyncio and trio). ``--world --skip batch resume cli fuzz``: only that.
 3. Fuzzing counts: the hypothesis properties of ``tests/test_fuzz.py``, run here, and
    the examples each one ran.
 
@@ -15,6 +19,7 @@ Loopback only; every wait is bounded. ``--tasks N`` and ``--seed S`` change the 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -34,13 +39,16 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def faulted_batch(n: int, seed: int, backend: str) -> _chaos.BatchFigures:
+def faulted_batch(
+    n: int, seed: int, backend: str, world: dict[str, object] | None = None
+) -> _chaos.BatchFigures:
     with tempfile.TemporaryDirectory(prefix="wanr2v-chaos-") as d:
-        return anyio.run(_chaos.run_faulted_batch, n, seed, Path(d), backend=backend)
+        run = functools.partial(_chaos.run_faulted_batch, world=world)
+        return anyio.run(run, n, seed, Path(d), backend=backend)
 
 
-def print_batch(figs: dict[str, _chaos.BatchFigures]) -> None:
-    print("## Faulted batch\n")
+def print_batch(figs: dict[str, _chaos.BatchFigures], title: str = "Faulted batch") -> None:
+    print(f"## {title}\n")
     names = list(figs)
     rows: list[list[object]] = []
 
@@ -56,6 +64,10 @@ def print_batch(figs: dict[str, _chaos.BatchFigures]) -> None:
     row("orphan tasks (created, owned by no item)", lambda f: len(f.orphan_tasks))
     row("tasks owned by two items", lambda f: len(f.shared_task_ids))
     row("lost creates reconciled (adopted)", lambda f: f.client_stats.reconciled)
+    row(
+        "typed errors (items without a video)",
+        lambda f: sum(v for k, v in f.outcomes.items() if k != "downloaded"),
+    )
     row("untyped errors", lambda f: len(f.untyped_errors))
     row("longest item (s, bounded by fail_after)", lambda f: f"{f.max_item_s:.1f}")
     row("leaked fds / sockets", lambda f: len(f.leaked_fds))
@@ -91,6 +103,57 @@ def print_batch(figs: dict[str, _chaos.BatchFigures]) -> None:
         print(
             f"\n{b}: TaskFailedError {f.outcomes.get('TaskFailedError', 0)} = FAIL_TASK faults {exp}"
         )
+
+
+def print_worlds(n: int, seed: int) -> None:
+    """The faulted batch in each less kind world alone (asyncio), then in all at once
+    (asyncio and trio): one row each, then the full figures of the latter."""
+    every = dict(_chaos.WORLD_ALL)
+    runs: list[tuple[str, str, dict[str, object], int]] = [
+        (f"{k}={v}", "asyncio", {k: v}, seed) for k, v in every.items()
+    ]
+    runs += [("all of them", "asyncio", every, seed), ("all of them", "trio", every, seed + 1)]
+    figs: dict[tuple[str, str], _chaos.BatchFigures] = {}
+    for label, backend, world, s in runs:
+        figs[(label, backend)] = faulted_batch(n, s, backend, world)
+    print("## Faulted batch in less kind worlds (emulator world knobs)\n")
+    rows = [
+        [
+            label,
+            backend,
+            f.tasks,
+            f"{f.wall_s:.1f}",
+            f"{f.fault_rate:.1%}",
+            f"**{f.duplicate_creates}**",
+            len(f.orphan_tasks),
+            f.client_stats.reconciled,
+            sum(v for k, v in f.outcomes.items() if k != "downloaded"),
+            len(f.untyped_errors),
+        ]
+        for (label, backend), f in figs.items()
+    ]
+    print(
+        table(
+            [
+                "world",
+                "backend",
+                "tasks",
+                "wall (s)",
+                "faulted",
+                "duplicate creates",
+                "tasks lost",
+                "reconciled",
+                "typed errors",
+                "untyped",
+            ],
+            rows,
+        )
+    )
+    print()
+    print_batch(
+        {b: figs[("all of them", b)] for b in ("asyncio", "trio")},
+        title="Every world knob on (" + ", ".join(f"{k}={v}" for k, v in every.items()) + ")",
+    )
 
 
 def print_resume(results: dict[str, _chaos.ResumeFigures]) -> None:
@@ -175,6 +238,11 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--skip", nargs="*", default=[], choices=["batch", "resume", "cli", "fuzz"])
+    p.add_argument(
+        "--world",
+        action="store_true",
+        help="also run the faulted batch with every emulator world knob on",
+    )
     a = p.parse_args()
     started = time.monotonic()
     print(
@@ -187,6 +255,8 @@ def main() -> int:
                 "trio": faulted_batch(a.tasks, a.seed + 1, "trio"),
             }
         )
+    if a.world:
+        print_worlds(a.tasks, a.seed)
     results: dict[str, _chaos.ResumeFigures] = {}
     with tempfile.TemporaryDirectory(prefix="wanr2v-kill-") as d:
         if "resume" not in a.skip:

@@ -105,12 +105,28 @@ def fault_rules(seed: int, *, task_faults: bool = True) -> list[FaultRule]:
     return rules
 
 
-def emulator_config(seed: int) -> EmulatorConfig:
-    return EmulatorConfig(time_scale=SCALE, seed=seed, generation_time=GENERATION)
+WORLD_ALL: Mapping[str, Any] = {
+    "list_lag": 5.0,
+    "query_lag": 5.0,
+    "commit_delay": 5.0,
+    "prompt_normalization": True,
+    "page_size_cap": 10,
+}
+"""Every world knob on at once (emulator seconds): lags and delays of 5 s, prompts
+echoed normalized, list pages of at most 10 rows."""
 
 
-def requests(n: int, seed: int) -> dict[str, dict[str, Any]]:
-    """``n`` distinct requests (distinct prompts: a duplicate is then always a re-sent create)."""
+def emulator_config(seed: int, world: Mapping[str, Any] | None = None) -> EmulatorConfig:
+    return EmulatorConfig(
+        time_scale=SCALE, seed=seed, generation_time=GENERATION, **dict(world or {})
+    )
+
+
+def requests(n: int, seed: int, *, messy: bool = False) -> dict[str, dict[str, Any]]:
+    """``n`` distinct requests (distinct prompts: a duplicate is then always a re-sent create).
+
+    ``messy``: prompts a normalizing service echoes differently (decomposed accents,
+    runs of spaces and tabs, surrounding blanks)."""
     rng = random.Random(seed)
     refs = [
         "https://cdn.example.com/me.mp4",
@@ -122,7 +138,11 @@ def requests(n: int, seed: int) -> dict[str, dict[str, Any]]:
     for i in range(n):
         out[f"item-{i:04d}"] = {
             "model": rng.choice(["wan2.6-r2v-flash", "wan2.6-r2v"]),
-            "prompt": f"character1 waves at character2, chaos take {i} (seed {seed})",
+            "prompt": (
+                f"  character1  waves at Cafe\u0301 character2,\tchaos take {i} (seed {seed}) "
+                if messy
+                else f"character1 waves at character2, chaos take {i} (seed {seed})"
+            ),
             "reference_urls": rng.sample(refs, rng.randint(1, 3)),
             "duration": rng.choice([2, 5, 10]),
             "size": rng.choice(["1280*720", "960*960", "1920*1080"]),
@@ -217,19 +237,34 @@ class BatchFigures:
 
 
 async def run_faulted_batch(
-    n: int, seed: int, folder: Path, *, deadline: float = BATCH_DEADLINE
+    n: int,
+    seed: int,
+    folder: Path,
+    *,
+    deadline: float = BATCH_DEADLINE,
+    world: Mapping[str, Any] | None = None,
 ) -> BatchFigures:
-    """Serve an emulator, run ``n`` faulted tasks with ``run_many``, measure everything."""
+    """Serve an emulator, run ``n`` faulted tasks with ``run_many``, measure everything.
+
+    Args:
+        world: emulator world knobs (e.g. :data:`WORLD_ALL`); with
+            ``prompt_normalization`` the prompts are messy, so that it shows.
+    """
     fds_before = open_fds()
     tasks_before = live_tasks()
-    reqs = requests(n, seed)
+    reqs = requests(n, seed, messy=bool(world and world.get("prompt_normalization")))
     done_at: dict[str, float] = {}
     items: list[wanr2v.BatchItem] = []
-    with serve(emulator_config(seed)) as emu:
+    with serve(emulator_config(seed, world)) as emu:
         for rule in fault_rules(seed):
             emu.faults.add(rule)
         started = time.monotonic()
-        async with client_for(emu, **client_kwargs()) as client:
+        kwargs = client_kwargs()
+        if world:
+            # The first look comes before the lags are over (1 s of service time): the
+            # settle period, not the grace, must keep the batch from paying twice.
+            kwargs["reconcile_grace"] = 0.01
+        async with client_for(emu, **kwargs) as client:
             with anyio.fail_after(deadline):
                 async with client.as_completed(reqs, download_to=folder) as results:
                     async for item in results:

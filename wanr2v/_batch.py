@@ -368,7 +368,9 @@ class BatchRunner:
         if rec is not None:
             rec = await self._refresh(rec)
             if rec.task_id:
-                client.scheduler.register_submission(rec.task_id, rec.base_url)
+                client.scheduler.register_submission(
+                    rec.task_id, rec.base_url, submitted_at=rec.sent_at
+                )
                 return Task(
                     task_id=rec.task_id,
                     base_url=rec.base_url,

@@ -1240,6 +1240,9 @@ def cmd_emulator(ctx: Context) -> int:
                 if url != emu.base_url:
                     ctx.out.line(f"  region {region}: {url}")
             ctx.out.line(f"  seed {emu.seed}, time scale {a.time_scale:g}")
+            world = {k: v for k, v in emu.world().items() if v not in (0.0, False, None)}
+            if world:
+                ctx.out.line("  world: " + ", ".join(f"{k}={v}" for k, v in world.items()))
             ctx.out.line(
                 f"  try: DASHSCOPE_API_KEY=sk-anything wanr2v list --base-url {emu.base_url}"
                 + (f" --time-scale {a.time_scale:g}" if a.time_scale != 1 else "")

@@ -127,6 +127,11 @@ class AsyncWanClient:
             (default ``True``); see :meth:`async_call`.
         reconcile_grace: seconds to let a lost create land before the lookup.
         reconcile_wait: seconds to wait for a candidate task to show its prompt.
+        reconcile_settle: seconds on the service's clock (divided by
+            ``poll_policy.time_scale``) after a create's answer was lost before an
+            empty task list proves that no task was made (default 15: a task may show
+            in the list, or a dropped create commit, late; this covers 5 s of each,
+            with 5 s to spare). An earlier empty look is followed by another.
         allow_insecure: allow plain ``http://`` to a host that is not loopback (the key
             would cross the network in clear).
         regions: more regions, ``{name: key}`` or ``{name: RegionEndpoint(...)}``. Each
@@ -154,6 +159,7 @@ class AsyncWanClient:
         reconcile: bool = True,
         reconcile_grace: float = 2.0,
         reconcile_wait: float = 900.0,
+        reconcile_settle: float = 15.0,
         allow_insecure: bool = False,
         regions: Mapping[str, str | RegionEndpoint] | None = None,
     ) -> None:
@@ -214,6 +220,11 @@ class AsyncWanClient:
         self.reconcile_enabled = reconcile
         self.reconcile_grace = reconcile_grace
         self.reconcile_wait = reconcile_wait
+        if not reconcile_settle >= 0:
+            raise ConfigurationError(
+                f"reconcile_settle must be >= 0 seconds, got {reconcile_settle!r}."
+            )
+        self.reconcile_settle = reconcile_settle
         self._claimed: set[str] = set()
         self.unresolved: list[SubmitOutcomeUnknownError] = []
         """Creates whose outcome stayed unknown (reconciliation failed or was cancelled):
@@ -548,9 +559,11 @@ class AsyncWanClient:
     ) -> Task | None:
         """Find the task a lost create made; ``None`` when provably none exists.
 
-        Lists the account's tasks of the model (the last 24 h), skips those already
-        claimed by this client or ``claimed()``, fetches the rest and matches the prompt
-        (cut at 1500 characters as the service does).
+        Lists the account's tasks of the model since the create was sent, skips those
+        already claimed by this client or ``claimed()``, fetches the rest and matches
+        every signal the service echoes (model, creation time, prompt after the
+        service's normalization, size and duration). No task is proof only from a
+        listing sent ``reconcile_settle`` after this call (see ``wanr2v._reconcile``).
 
         Raises:
             SubmitOutcomeUnknownError: with ``candidates`` when no single task matches
@@ -560,6 +573,7 @@ class AsyncWanClient:
 
         # Lookups run in parallel (a candidate may take minutes to show its prompt);
         # only the claim is serialized, so two lost creates never adopt one task.
+        settle_until = time.time() + self.reconcile_settle / self.scheduler.policy.time_scale
         await anyio.sleep(self.reconcile_grace)
         for _ in range(3):
             extra = set(await _maybe_await(claimed())) if claimed is not None else set()
@@ -570,6 +584,7 @@ class AsyncWanClient:
                 error=error,
                 claimed=self._claimed | extra,
                 base_url=base_url,
+                settle_until=settle_until,
             )
             async with self._reconcile_lock:
                 if task is None:

@@ -37,6 +37,7 @@ import bisect
 import heapq
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Final
@@ -74,6 +75,15 @@ class PollPolicy:
             ``max_interval``). Transient errors never end a wait: the task goes on,
             and is billed, on the server.
         time_scale: divide all times by this (for an emulator running faster).
+        unknown_grace: a task this client created (or adopted, or found in its journal)
+            that answers ``UNKNOWN`` while younger than this (seconds since its create
+            was sent) is not final: a service may answer queries of a new task only
+            after a lag. It is polled again (at growing intervals, the last poll at
+            the end of the grace) and only then ends as UNKNOWN (``TaskNotFoundError``).
+            Older tasks, and tasks of unknown age, end at the first UNKNOWN as before.
+            0 turns the grace off. The default, 30 s, covers lags of several seconds
+            with room to spare, and costs a few extra queries only for a task that
+            really is unknown right after its create (a rare, broken case anyway).
     """
 
     min_interval: float = 0.5
@@ -84,6 +94,7 @@ class PollPolicy:
     prior_slack: float = 16.0
     error_backoff: float = 1.0
     time_scale: float = 1.0
+    unknown_grace: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.min_interval <= self.max_interval:
@@ -99,6 +110,10 @@ class PollPolicy:
             raise ValueError(f"PollPolicy: prior must be (low, high) seconds, got {self.prior}.")
         if self.time_scale <= 0:
             raise ValueError(f"PollPolicy: time_scale must be > 0, got {self.time_scale}.")
+        if not self.unknown_grace >= 0:
+            raise ValueError(
+                f"PollPolicy: unknown_grace must be >= 0 seconds, got {self.unknown_grace!r}."
+            )
 
     def scaled(self, factor: float) -> PollPolicy:
         """This policy for a world ``factor`` times faster (an emulator)."""
@@ -150,6 +165,7 @@ class Watch:
         "driving",
         "error",
         "final",
+        "lagging",
         "last",
         "last_pending_poll",
         "last_poll",
@@ -161,6 +177,7 @@ class Watch:
         "started_local",
         "status",
         "submitted_local",
+        "submitted_wall",
         "task_id",
         "waiters",
         "wake",
@@ -183,6 +200,11 @@ class Watch:
         self.error: BaseException | None = None
         self._changed: anyio.Event | None = None
         self.submitted_local: float = now
+        # Wall-clock time its create was sent (the age that ``unknown_grace`` judges);
+        # ``None``: unknown (a task id from elsewhere): its first UNKNOWN is final.
+        self.submitted_wall: float | None = None
+        # Its last answer was an UNKNOWN within ``unknown_grace``: polled again.
+        self.lagging = False
         # Registered at its create (so ``submitted_local`` anchors the server's clock).
         self.anchored = False
         # ``started_local`` comes from a finished task's end, not from this task's answer.
@@ -250,11 +272,19 @@ class PollScheduler:
 
     # --- public -------------------------------------------------------------------------
 
-    def register_submission(self, task_id: str, base_url: str | None) -> None:
-        """Note a task at the moment it is created (its place in the FIFO queue)."""
+    def register_submission(
+        self, task_id: str, base_url: str | None, *, submitted_at: float | None = None
+    ) -> None:
+        """Note a task at the moment it is created (its place in the FIFO queue).
+
+        ``submitted_at``: the wall-clock time its create was sent, when that was earlier
+        (a journal's record); default now. It dates the task for ``unknown_grace``.
+        """
         w = self._watch(task_id, base_url)
         if w.last is None:
             w.anchored = True
+        if w.submitted_wall is None:
+            w.submitted_wall = submitted_at if submitted_at is not None else time.time()
         if w.seq % SWEEP_EVERY == 0:
             self._sweep(anyio.current_time())
 
@@ -378,7 +408,22 @@ class PollScheduler:
             w.polls += 1
             self._apply(w, result, anyio.current_time())
 
+    def _unknown_grace_left(self, w: Watch) -> float:
+        """Local seconds left of ``unknown_grace`` for ``w`` (<= 0: none, or unknown age)."""
+        if w.submitted_wall is None or self.policy.unknown_grace <= 0:
+            return 0.0
+        age = time.time() - w.submitted_wall
+        return self.policy.unknown_grace / self.policy.time_scale - age
+
     def _apply(self, w: Watch, result: TaskResult, now: float) -> None:
+        if result.status is TaskStatus.UNKNOWN and self._unknown_grace_left(w) > 0:
+            # Young enough to be lagging: not final yet (the next poll is planned in
+            # ``_next_delay``); the lifecycle sees nothing.
+            w.lagging = True
+            w.last_poll = now
+            w.notify()
+            return
+        w.lagging = False
         previous = w.status if w.last is not None else None
         w.last = result
         w.last_poll = now
@@ -549,6 +594,13 @@ class PollScheduler:
             # Never sooner than min_interval after the last poll, never later than max.
             earliest = max(0.0, lo_i - since)
             return min(max(delay, earliest), hi_i)
+
+        if w.lagging:
+            # Answered UNKNOWN while young: again at growing intervals (the task's age,
+            # at least min_interval), the last one when the grace is over.
+            left = max(self._unknown_grace_left(w), 0.0)
+            age = now - w.submitted_local
+            return max(lo_i - since, min(max(age, lo_i), left), 0.0)
 
         slots = self._slots
         # Nothing queued behind the running tasks: a late detection now delays the end

@@ -5,7 +5,7 @@ Layout of the URL space (all on one origin, so it works over loopback and in pro
 - ``/api/v1/...``: the default region's API; ``/{region}/api/v1/...``: another region's.
 - ``/_oss/upload``: the upload host (OSS PostObject form).
 - ``/_oss/results/{region}/{task_id}.mp4``: the video host (signed URLs).
-- ``/_emulator/...``: admin routes (stats, tasks, faults, clock, reset); no auth.
+- ``/_emulator/...``: admin routes (stats, tasks, faults, clock, reset, world); no auth.
 
 The outer layer classifies each request by endpoint, counts its answer, and plays
 injected faults. It sits outside Starlette on purpose: a dropped connection must
@@ -124,7 +124,12 @@ def _routes(emu: Emulator) -> list[Route]:
     async def create(request: Request) -> Response:
         body = await request.body()
         fail = request.scope.get("wanr2v.fail")
-        return _answer(emu.create(_region(request), request.headers, body, forced_failure=fail))
+        dropped = bool(request.scope.get("wanr2v.dropped"))
+        return _answer(
+            emu.create(
+                _region(request), request.headers, body, forced_failure=fail, dropped=dropped
+            )
+        )
 
     async def query(request: Request) -> Response:
         return _answer(
@@ -253,6 +258,17 @@ def _routes(emu: Emulator) -> list[Route]:
                 return _json({"error": str(exc)}, 400)
         return _json({"now": emu.now()})
 
+    async def admin_world(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = json.loads(await request.body() or b"{}")
+                if not isinstance(data, dict):
+                    raise TypeError("send a JSON object of world knobs")
+                return _json(emu.set_world(**data))
+            except (ValueError, TypeError) as exc:
+                return _json({"error": str(exc)}, 400)
+        return _json(emu.world())
+
     async def admin_reset(request: Request) -> Response:
         emu.reset()
         return _json({"reset": True})
@@ -273,6 +289,7 @@ def _routes(emu: Emulator) -> list[Route]:
         Route("/_emulator/clock", admin_clock, methods=["GET"]),
         Route("/_emulator/clock/advance", admin_clock, methods=["POST"]),
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
+        Route("/_emulator/world", admin_world, methods=["GET", "POST"]),
         Route("/{rest:path}", not_found, methods=_ALL_METHODS),
     ]
 
@@ -401,6 +418,8 @@ class _EmulatorASGI:
 
             async def swallow(message: Message) -> None:
                 return None
+
+            scope["wanr2v.dropped"] = True  # a create commits ``commit_delay`` later
 
             await self.inner(scope, receive, swallow)
             emu.count(endpoint, 0)

@@ -65,10 +65,67 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="store_true",
         help="answer 429 Throttling.AllocationQuota past 5 running tasks instead of queueing",
     )
+    world = parser.add_argument_group(
+        "world knobs", "a world less kind than the default one (times in emulator seconds)"
+    )
+    world.add_argument(
+        "--list-lag",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="a new task shows in the task list S seconds after its create",
+    )
+    world.add_argument(
+        "--query-lag",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="a task younger than S seconds answers UNKNOWN on query",
+    )
+    world.add_argument(
+        "--commit-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="a create whose connection dropped after it was carried out commits S seconds "
+        "later (invisible until then)",
+    )
+    world.add_argument(
+        "--prompt-normalization",
+        action="store_true",
+        help="show orig_prompt normalized (Unicode NFC, trimmed, whitespace runs collapsed)",
+    )
+    world.add_argument(
+        "--page-size-cap",
+        type=_page_cap,
+        default=None,
+        metavar="N",
+        help="serve at most N rows per task-list page, whatever page_size asks",
+    )
     parser.add_argument(
         "--log-level", default="warning", help="uvicorn log level (default: %(default)s)"
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _page_cap(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -89,6 +146,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         time_scale=args.time_scale,
         seed=args.seed,
         generation_time=tuple(args.generation_time) if args.generation_time else None,
+        list_lag=args.list_lag,
+        query_lag=args.query_lag,
+        commit_delay=args.commit_delay,
+        prompt_normalization=args.prompt_normalization,
+        page_size_cap=args.page_size_cap,
     )
 
 
@@ -105,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for region in emu.regions[1:]:
         print(f"  region {region}: {emu.base_url_for(region)}", flush=True)
     print(f"  seed {emu.seed}, time scale {args.time_scale:g}", flush=True)
+    changed = {k: v for k, v in emu.world().items() if v not in (0.0, False, None)}
+    if changed:
+        print("  world: " + ", ".join(f"{k}={v}" for k, v in changed.items()), flush=True)
     server = uvicorn.Server(_uvicorn_config(emu, args.log_level))
     try:
         server.run(sockets=[sock])

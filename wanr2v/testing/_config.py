@@ -85,6 +85,25 @@ class RegionConfig:
     capabilities: _rules.RegionCapabilities | None = None
 
 
+WORLD_KNOBS = ("list_lag", "query_lag", "commit_delay", "prompt_normalization", "page_size_cap")
+"""The fields of :class:`EmulatorConfig` that make the emulated world less kind (also
+settable at run time: :meth:`Emulator.set_world`, ``POST /_emulator/world``)."""
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(
+            f"{attribute.name} must be a number of emulator seconds >= 0, got {value!r}."
+        )
+
+
+def _page_cap(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1 or None, got {value!r}.")
+
+
 @attrs.frozen(kw_only=True)
 class EmulatorConfig:
     """Everything an :class:`~wanr2v.testing.Emulator` needs to start.
@@ -104,6 +123,20 @@ class EmulatorConfig:
         video_url_ttl: Emulator seconds a result URL stays valid.
         policy_ttl: Emulator seconds an upload policy stays valid.
         max_recorded_requests: How many upload/video host requests to remember.
+        list_lag: World knob: emulator seconds before a new task shows in the task
+            list (``GET tasks``). 0: at once.
+        query_lag: World knob: a task younger than this (emulator seconds) answers
+            ``UNKNOWN`` on query, as an id the service does not know yet. 0: never.
+        commit_delay: World knob: a create whose connection dropped after it was
+            carried out (``FaultKind.DROP_AFTER_COMMIT``) commits this many emulator
+            seconds later; until then the task is nowhere (not listed, UNKNOWN on
+            query), and its ``gmt_create`` / ``submit_time`` is the commit time. 0: at once.
+        prompt_normalization: World knob: ``orig_prompt`` comes back normalized
+            (Unicode NFC, trimmed, every run of whitespace one space) instead of byte
+            for byte.
+        page_size_cap: World knob: the task list serves at most this many rows a page,
+            whatever ``page_size`` asks (the answer's ``page_size`` and
+            ``total_page`` follow the cap). ``None``: as asked (up to 100).
     """
 
     api_keys: Mapping[str, str] = attrs.field(factory=dict, converter=_keys)
@@ -119,6 +152,11 @@ class EmulatorConfig:
     video_url_ttl: float = _rules.VIDEO_URL_TTL_S
     policy_ttl: float = _rules.POLICY_TTL_S
     max_recorded_requests: int = 10_000
+    list_lag: float = attrs.field(default=0.0, validator=_non_negative)
+    query_lag: float = attrs.field(default=0.0, validator=_non_negative)
+    commit_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    prompt_normalization: bool = False
+    page_size_cap: int | None = attrs.field(default=None, validator=_page_cap)
 
     def region_configs(self) -> dict[str, RegionConfig]:
         """Return every region's config, the default region first."""

@@ -6,6 +6,12 @@ schedule to "now" on the emulator clock, popping due events from one heap
 the event, not of the request). So 10,000 tasks cost 10,000 heap entries and
 no coroutine at all. One lock guards everything, so the Python API (stats,
 faults, clock) is safe from any thread while uvicorn serves in another.
+
+The world knobs (``EmulatorConfig.list_lag``, ``query_lag``, ``commit_delay``,
+``prompt_normalization``, ``page_size_cap``; :meth:`Emulator.set_world` at run time)
+make the service less kind than the vendor's best case. A create delayed by
+``commit_delay`` waits in a second heap and commits, in time order with the ends
+before it, when the world next advances past its commit time.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,7 +41,7 @@ import attrs
 
 from wanr2v.testing import _rules
 from wanr2v.testing._clock import Clock, ScaledClock
-from wanr2v.testing._config import EmulatorConfig, Quotas, RegionConfig
+from wanr2v.testing._config import WORLD_KNOBS, EmulatorConfig, Quotas, RegionConfig
 from wanr2v.testing._faults import Faults
 from wanr2v.testing._mp4 import make_mp4
 from wanr2v.testing._records import EmulatorStats, HostRequest, TaskRecord
@@ -196,6 +204,8 @@ class Emulator:
             for key in rc.api_keys:
                 self._key_region.setdefault(key, name)
         self._heap: list[tuple[float, int, _Task]] = []
+        # Creates carried out but not committed yet (``commit_delay``), by commit time.
+        self._commits: list[tuple[float, int, _Task]] = []
         self._seq = itertools.count()
         self._gen_rng = random.Random(self.seed)
         self._id_rng = random.Random(self.seed ^ 0x5EED)
@@ -223,6 +233,27 @@ class Emulator:
             self._reset_locked()
             self.faults.clear()
             self.faults.reset_counts()
+
+    # --- world knobs -------------------------------------------------------
+
+    def world(self) -> dict[str, Any]:
+        """The world knobs in force (see :class:`EmulatorConfig`): lags, delays, and
+        what the service does to prompts and pages."""
+        with self._lock:
+            return {name: getattr(self.config, name) for name in WORLD_KNOBS}
+
+    def set_world(self, **knobs: Any) -> dict[str, Any]:
+        """Change world knobs at run time (e.g. ``set_world(list_lag=3.0)``); return them all.
+
+        Raises:
+            ValueError: an unknown knob or a bad value (nothing is changed then).
+        """
+        unknown = sorted(set(knobs) - set(WORLD_KNOBS))
+        if unknown:
+            raise ValueError(f"unknown world knob(s) {unknown}; have {list(WORLD_KNOBS)}.")
+        with self._lock:
+            self.config = attrs.evolve(self.config, **knobs)
+            return self.world()
 
     # --- time --------------------------------------------------------------
 
@@ -440,6 +471,12 @@ class Emulator:
                 self._start_locked(nxt, at)
 
     def _advance_locked(self, now: float) -> None:
+        commits = self._commits
+        while commits and commits[0][0] <= now:
+            # A late commit (``commit_delay``) lands in time order with the ends before it.
+            at, _, late = heapq.heappop(commits)
+            self._advance_locked(at)
+            self._commit_locked(late, at)
         heap = self._heap
         while heap and heap[0][0] <= now:
             end, _, task = heapq.heappop(heap)
@@ -448,6 +485,16 @@ class Emulator:
             pool = self._pool(self._regions[task.region], task.account, task.model)
             pool.running -= 1
             self._fill_locked(pool, end)
+
+    def _commit_locked(self, task: _Task, at: float) -> None:
+        """A late create commits: from ``at`` on it is listed, queryable, queued or running."""
+        region = self._regions[task.region]
+        region.tasks[task.task_id] = task
+        pool = self._pool(region, task.account, task.model)
+        if pool.limit is not None and pool.running >= pool.limit:
+            pool.queue.append(task)
+        else:
+            self._start_locked(task, at)
 
     def _draw_generation_time(self, req: ValidRequest) -> float:
         spec = self.config.generation_time
@@ -473,8 +520,13 @@ class Emulator:
         body: bytes,
         *,
         forced_failure: tuple[str, str] | None = None,
+        dropped: bool = False,
     ) -> Answer:
-        """``POST services/aigc/video-generation/video-synthesis``."""
+        """``POST services/aigc/video-generation/video-synthesis``.
+
+        ``dropped``: the connection is dropped after this create is carried out; with
+        ``commit_delay`` the task then commits that much later (invisible until then).
+        """
         rid = self.new_request_id()
         with self._lock:
             region = self._region(region_name)
@@ -541,6 +593,7 @@ class Emulator:
             self._seen_bodies.add(digest)
             if req.seed is None:
                 req = attrs.evolve(req, seed=self._seed_rng.randrange(_rules.SEED_MAX + 1))
+            late = self.config.commit_delay if dropped else 0.0
             task = _Task(
                 task_id=self._new_task_id(),
                 region=region.name,
@@ -548,7 +601,7 @@ class Emulator:
                 api_key_id=str(int(hashlib.sha256(key.encode()).hexdigest()[:12], 16)),
                 model=model,
                 request_id=rid,
-                submit=now,
+                submit=now + late,
                 generation_time=self._draw_generation_time(req),
                 request=req,
                 failure=forced_failure or req.failure,
@@ -556,8 +609,18 @@ class Emulator:
             )
             self._created += 1
             self._duplicates += duplicate
-            region.tasks[task.task_id] = task
             self._records.append(task)
+            if late > 0:
+                # Carried out, not committed: nowhere to be seen until ``now + late``.
+                heapq.heappush(self._commits, (now + late, next(self._seq), task))
+                return Answer(
+                    200,
+                    {
+                        "request_id": rid,
+                        "output": {"task_id": task.task_id, "task_status": "PENDING"},
+                    },
+                )
+            region.tasks[task.task_id] = task
             if busy:
                 pool.queue.append(task)
             else:
@@ -580,7 +643,12 @@ class Emulator:
             account, now = admitted
             self._advance_locked(now)
             task = region.tasks.get(task_id)
-            if task is None or task.account != account or now - task.submit >= self.config.task_ttl:
+            if (
+                task is None
+                or task.account != account
+                or now - task.submit >= self.config.task_ttl
+                or now - task.submit < self.config.query_lag
+            ):
                 return Answer(
                     200,
                     {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}},
@@ -604,7 +672,11 @@ class Emulator:
                 task.first_final = now
                 task.first_final_mono = time.monotonic()
             if status == "SUCCEEDED":
-                out["orig_prompt"] = task.request.prompt
+                out["orig_prompt"] = (
+                    normalize_prompt(task.request.prompt)
+                    if self.config.prompt_normalization
+                    else task.request.prompt
+                )
                 out["video_url"] = self._video_url(task, origin)
                 answer["usage"] = billed_usage(task.request)
             elif status == "FAILED":
@@ -666,6 +738,9 @@ class Emulator:
                 end = _list_time(params, "end_time")
             except Invalid as exc:
                 return _error(exc.status, exc.code, exc.message, rid)
+            cap = self.config.page_size_cap
+            if cap is not None:
+                page_size = min(page_size, cap)
             window = _rules.LIST_MAX_WINDOW_S
             if start is None and end is None:
                 end, start = now, now - window
@@ -693,9 +768,12 @@ class Emulator:
             first, stop = (page_no - 1) * page_size, page_no * page_size
             total = 0
             page = []
+            shown_until = now - self.config.list_lag
             for task in candidates:
                 if task.account != account or not start <= task.submit <= end:
                     continue
+                if task.submit > shown_until:
+                    continue  # ``list_lag``: not in the list yet
                 if want_model is not None and task.model != want_model:
                     continue
                 status = task.status(now) if want_status is not None else ""
@@ -951,6 +1029,15 @@ def _ranged(data: bytes, range_header: str | None, etag_seed: str) -> Answer:
         (*base, ("content-range", f"bytes {first}-{last}/{size}")),
         "video/mp4",
     )
+
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def normalize_prompt(prompt: str) -> str:
+    """What ``prompt_normalization`` does to ``orig_prompt``: Unicode NFC, trimmed, every
+    run of whitespace one space."""
+    return _WHITESPACE_RUN.sub(" ", unicodedata.normalize("NFC", prompt)).strip()
 
 
 def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:
