@@ -7,7 +7,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,18 @@ from ._exceptions import (
 )
 from ._http import ApiSession, RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits
-from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
+from ._models import (
+    ModelName,
+    Reference,
+    ShotType,
+    Size,
+    Task,
+    TaskResult,
+    TaskStatus,
+    TaskSummary,
+    VideoRequest,
+    keyword_hints,
+)
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
 from ._wire import (
     UploadPolicy,
@@ -339,23 +350,6 @@ class AsyncWanClient:
 
     # --- create -------------------------------------------------------------------------
 
-    def _build_request(
-        self, request: VideoRequest | None, fields: Mapping[str, Any]
-    ) -> VideoRequest:
-        if request is not None:
-            if fields:
-                raise TypeError(
-                    "Pass either a VideoRequest or keyword fields, not both "
-                    f"(got extra {', '.join(sorted(fields))})."
-                )
-            if not isinstance(request, VideoRequest):
-                raise TypeError(f"request must be a VideoRequest, got {type(request).__name__}.")
-            return request
-        try:
-            return VideoRequest(**fields)
-        except TypeError as exc:
-            raise TypeError(f"async_call: {exc}") from None
-
     async def prepare(
         self, request: VideoRequest, *, base_url: str | None = None
     ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -372,21 +366,37 @@ class AsyncWanClient:
             headers["X-DashScope-OssResourceResolve"] = "enable"
         return request_body(request, refs), headers
 
+    @keyword_hints
     async def async_call(
         self,
         request: VideoRequest | None = None,
         /,
         *,
+        model: ModelName | str | None = None,
+        prompt: str | None = None,
+        reference_urls: Sequence[Reference] | Reference | None = None,
+        negative_prompt: str | None = None,
+        size: Size | str | None = None,
+        duration: int | None = None,
+        shot_type: ShotType | str | None = None,
+        audio: bool | None = None,
+        watermark: bool | None = None,
+        seed: int | None = None,
+        prompt_extend: bool | None = None,
+        extra_input: Mapping[str, Any] | None = None,
+        extra_parameters: Mapping[str, Any] | None = None,
         submission_id: str | None = None,
         claimed: Callable[[], Any] | None = None,
         region: str | None = None,
-        **fields: Any,
     ) -> Task:
         """Create a task; return its handle (id, status, request id, where it lives).
 
         Takes a :class:`VideoRequest` or its fields as keywords (``model``, ``prompt``,
         ``reference_urls``, ``negative_prompt``, ``size``, ``duration``, ``shot_type``,
-        ``audio``, ``watermark``, ``seed``, ``extra_input``, ``extra_parameters``).
+        ``audio``, ``watermark``, ``seed``, ``prompt_extend``, ``extra_input``,
+        ``extra_parameters``; see :class:`VideoRequest` for their limits). A misspelt
+        keyword is a type error under ``mypy`` and a ``TypeError`` naming the closest
+        valid one at run time.
 
         The create is re-sent only when the service provably made nothing: no
         connection, or a 429 / 503 answer. When the answer is lost after the request
@@ -404,7 +414,25 @@ class AsyncWanClient:
             SubmitOutcomeUnknownError: a task may or may not exist.
             APIError: the service refused the create.
         """
-        req = self._build_request(request, fields)
+        req = _build_request(
+            "async_call",
+            request,
+            dict(
+                model=model,
+                prompt=prompt,
+                reference_urls=reference_urls,
+                negative_prompt=negative_prompt,
+                size=size,
+                duration=duration,
+                shot_type=shot_type,
+                audio=audio,
+                watermark=watermark,
+                seed=seed,
+                prompt_extend=prompt_extend,
+                extra_input=extra_input,
+                extra_parameters=extra_parameters,
+            ),
+        )
         session = self.route(req, region)
         body, headers = await self.prepare(req, base_url=session.base_url)
         return await self.submit_body(
@@ -672,17 +700,57 @@ class AsyncWanClient:
             raise_for_status(result)
         return result
 
+    @keyword_hints
     async def call(
         self,
         request: VideoRequest | None = None,
         /,
         *,
+        model: ModelName | str | None = None,
+        prompt: str | None = None,
+        reference_urls: Sequence[Reference] | Reference | None = None,
+        negative_prompt: str | None = None,
+        size: Size | str | None = None,
+        duration: int | None = None,
+        shot_type: ShotType | str | None = None,
+        audio: bool | None = None,
+        watermark: bool | None = None,
+        seed: int | None = None,
+        prompt_extend: bool | None = None,
+        extra_input: Mapping[str, Any] | None = None,
+        extra_parameters: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         region: str | None = None,
-        **fields: Any,
     ) -> TaskResult:
-        """Create a task and wait for it, holding one of the governor's task slots."""
-        req = self._build_request(request, fields)
+        """Create a task and wait for it, holding one of the governor's task slots.
+
+        Takes the keywords of :meth:`async_call` (or a :class:`VideoRequest`);
+        ``timeout`` bounds the wait (:class:`WaitTimeoutError`, the task goes on).
+
+        Raises:
+            TaskFailedError: FAILED (``code`` and ``message`` say why).
+            TaskCanceledError, TaskNotFoundError: the other bad ends.
+            InvalidRequestError, SubmitOutcomeUnknownError, APIError: as :meth:`async_call`.
+        """
+        req = _build_request(
+            "call",
+            request,
+            dict(
+                model=model,
+                prompt=prompt,
+                reference_urls=reference_urls,
+                negative_prompt=negative_prompt,
+                size=size,
+                duration=duration,
+                shot_type=shot_type,
+                audio=audio,
+                watermark=watermark,
+                seed=seed,
+                prompt_extend=prompt_extend,
+                extra_input=extra_input,
+                extra_parameters=extra_parameters,
+            ),
+        )
         session = self.route(req, region)
         async with session.governor.task_slot():
             task = await self.async_call(req, region=self._names[session.base_url])
@@ -927,6 +995,27 @@ class AsyncWanClient:
                 self._names[url]: s.governor.statistics() for url, s in self._sessions.items()
             },
         )
+
+
+def _build_request(
+    where: str, request: VideoRequest | None, fields: Mapping[str, Any]
+) -> VideoRequest:
+    given = {k: v for k, v in fields.items() if v is not None}
+    if request is not None:
+        if given:
+            raise TypeError(
+                f"{where}: pass either a VideoRequest or keyword fields, not both "
+                f"(got extra {', '.join(sorted(given))})."
+            )
+        if not isinstance(request, VideoRequest):
+            raise TypeError(
+                f"{where}: request must be a VideoRequest, got {type(request).__name__}."
+            )
+        return request
+    missing = [name for name in ("model", "prompt", "reference_urls") if name not in given]
+    if missing:
+        raise TypeError(f"{where}() missing required keyword argument(s): {', '.join(missing)}.")
+    return VideoRequest(**given)
 
 
 def raise_for_status(result: TaskResult) -> TaskResult:
