@@ -50,6 +50,7 @@ from ._http import RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._sync import WanClient
 from ._version import __version__
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "Usage",
     "VideoRequest",
     "WaitTimeoutError",
+    "WanClient",
     "WanError",
     "__version__",
     "raise_for_status",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, overload
 
 import anyio
 import attrs
@@ -146,6 +147,11 @@ class AsyncWanClient:
             request a region cannot serve (virginia: ``wan2.6-r2v`` only, 5 or 10 s,
             no pictures) goes to one that can, or is refused before anything is sent.
             ``run_many(spread=True)`` spreads a batch over them, least loaded first.
+        time_scale: for tests against an emulator running this many times faster than
+            the service (``EmulatorConfig(time_scale=...)``, ``wanr2v emulator
+            --time-scale``): the account's rates, the poll spacing and the
+            reconciliation wait are scaled to match (explicit ``limits`` and
+            ``poll_policy`` are scaled too). The single switch for emulator users.
     """
 
     def __init__(
@@ -167,7 +173,16 @@ class AsyncWanClient:
         reconcile_wait: float = 900.0,
         allow_insecure: bool = False,
         regions: Mapping[str, str | RegionEndpoint] | None = None,
+        time_scale: float = 1.0,
     ) -> None:
+        if not (isinstance(time_scale, (int, float)) and time_scale > 0):
+            raise ConfigurationError(f"time_scale must be > 0, got {time_scale!r}.")
+        if time_scale != 1:
+            # An emulator running time_scale x faster: rates, polling and waits to match.
+            limits = (limits or Limits()).scaled(time_scale) if governor is None else limits
+            poll_policy = (poll_policy or PollPolicy()).scaled(time_scale)
+            reconcile_wait = reconcile_wait / time_scale
+        self.time_scale: float = float(time_scale)
         extra_regions = {
             name: spec if isinstance(spec, RegionEndpoint) else RegionEndpoint(api_key=spec)
             for name, spec in (regions or {}).items()
@@ -268,6 +283,42 @@ class AsyncWanClient:
     def http(self) -> httpx.AsyncClient:
         """The underlying ``httpx.AsyncClient`` (carries no key in its defaults)."""
         return self._http
+
+    def with_options(self, *, timeout: float | None = None, max_retries: int | None = None) -> Self:
+        """This client with another request timeout or retry count, for one call::
+
+            await client.with_options(timeout=5, max_retries=0).fetch(task)
+
+        The copy shares everything else (HTTP connections, governor, poll scheduler,
+        journal claims) and needs no closing. The options apply to the API requests the
+        copy sends itself (create, fetch, cancel, list, upload policy); the polls of
+        ``wait`` go through the shared scheduler with the client's own settings.
+
+        Raises:
+            ConfigurationError: ``timeout`` not > 0 or ``max_retries`` < 0.
+        """
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
+        if max_retries is not None and max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}.")
+        other = copy.copy(self)
+        other._owns_http = False  # the original closes what it made
+        retry = (
+            self._retry
+            if max_retries is None
+            else attrs.evolve(self._retry, max_retries=max_retries)
+        )
+        other._retry = retry
+        sessions: dict[str, ApiSession] = {}
+        for url, session in self._sessions.items():
+            clone = copy.copy(session)  # shares the counters (dicts) and the governor
+            clone.retry = retry
+            if timeout is not None:
+                clone.timeout = timeout
+            sessions[url] = clone
+        other._sessions = sessions
+        other._session = sessions[self._session.base_url]
+        return other
 
     def _add_session(self, base_url: str, key: str, name: str, governor: Governor) -> ApiSession:
         self._keys[base_url] = key
@@ -937,28 +988,96 @@ class AsyncWanClient:
             self._downloader = Downloader(http=self._http)
         return self._downloader
 
-    async def download(self, task: TaskLike, dest: str | os.PathLike[str] = ".") -> Path:
-        """Stream a succeeded task's video to ``dest`` (a file, or a folder: ``{task_id}.mp4``).
+    async def upload(
+        self, path: str | os.PathLike[str], *, model: ModelName | str, region: str | None = None
+    ) -> str:
+        """Upload a local file to the vendor's temporary storage; return its ``oss://`` URL.
 
-        A temporary file, then an atomic rename; a dropped connection resumes with
-        ``Range``; an expired URL is refreshed by fetching the task again.
+        The URL can be passed as a reference to any request for the same ``model`` in the
+        same region for 48 hours (the storage's life); the same content is uploaded once
+        per client. Requests that carry such a URL get the
+        ``X-DashScope-OssResourceResolve`` header for you.
+
+        Raises:
+            InvalidRequestError: the file is missing, unreadable, too large or not a
+                picture or video the service takes.
+            APIError, TransportError: the policy or upload host refused or was unreachable.
+        """
+        ref = os.fspath(path)
+        if ref.startswith(("http://", "https://", "oss://")):
+            raise InvalidRequestError(f"upload: {ref!r} is already a URL; pass a local file.")
+        request = VideoRequest(model=model, prompt="upload", reference_urls=[ref])
+        session = self._session if region is None else self.session_for_region(region)
+        refs, _ = await self._get_uploader(session.base_url).resolve(request)
+        return refs[0]
+
+    @overload
+    async def download(self, task: TaskLike, dest: str | os.PathLike[str] = ".") -> Path: ...
+
+    @overload
+    async def download(self, task: TaskLike, dest: BinaryIO) -> int: ...
+
+    async def download(
+        self, task: TaskLike, dest: str | os.PathLike[str] | BinaryIO = "."
+    ) -> Path | int:
+        """Save a succeeded task's video to ``dest``.
+
+        ``dest`` is a folder (the file is ``{task_id}.mp4``), a file name (a path with
+        an extension, such as ``my-video.mp4``), or a binary file-like object (anything
+        with ``write``: an open file, ``io.BytesIO``), which gets the bytes from its
+        current position and is neither flushed nor closed; then the number of bytes
+        written is returned.
+
+        To a path: a temporary file, then an atomic rename; a dropped connection
+        resumes with ``Range``; an expired URL is refreshed by fetching the task again.
+        To a file-like object: the same retries; the rare restart from byte 0 (a host
+        that ignores ``Range``) needs a seekable object.
 
         Raises:
             ResultExpiredError: the URL expired and the task id is gone too.
             DownloadError: the video could not be saved.
         """
-        if isinstance(task, TaskResult) and task.video_url:
-            result = task
-        else:
-            result = await self.fetch(task)
-            raise_for_status(result)
-
-        async def refresh(old: TaskResult) -> TaskResult:
-            fresh = await self._fetch(old.task_id, old.base_url, priority=-math.inf)
-            return fresh
-
-        path: Path = await self._get_downloader().download(result, Path(dest), refresh=refresh)
+        result = await self._downloadable(task)
+        if not isinstance(dest, (str, os.PathLike)):
+            if not hasattr(dest, "write"):
+                raise TypeError(
+                    f"download: dest must be a path or a binary file object, got "
+                    f"{type(dest).__name__}."
+                )
+            return await self._get_downloader().to_file(result, dest, refresh=self._refresh)
+        path: Path = await self._get_downloader().download(
+            result, Path(dest), refresh=self._refresh
+        )
         return path
+
+    def stream_video(self, task: TaskLike) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """The video's bytes as they arrive, without touching the disk::
+
+            async with client.stream_video(result) as chunks:
+                async for chunk in chunks:
+                    sink.write(chunk)
+
+        A dropped connection resumes with ``Range`` and an expired URL is refreshed, as
+        for :meth:`download`; a host that forces a restart after bytes were handed out
+        raises :class:`DownloadError` (they cannot be taken back).
+        """
+        return self._stream_video(task)
+
+    @asynccontextmanager
+    async def _stream_video(self, task: TaskLike) -> AsyncIterator[AsyncIterator[bytes]]:
+        result = await self._downloadable(task)
+        async with self._get_downloader().stream(result, refresh=self._refresh) as chunks:
+            yield chunks
+
+    async def _downloadable(self, task: TaskLike) -> TaskResult:
+        if isinstance(task, TaskResult) and task.video_url:
+            return task
+        result = await self.fetch(task)
+        raise_for_status(result)
+        return result
+
+    async def _refresh(self, old: TaskResult) -> TaskResult:
+        return await self._fetch(old.task_id, old.base_url, priority=-math.inf)
 
     # --- observation --------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ class ApiSession:
         self.rate_limited: int = 0
         self.server_clock: tuple[float, float] | None = None
         """``(local UNIX time, server UNIX time)`` from the last answer's ``Date`` header."""
+        self.timeout: float | None = None
+        """Seconds for one request instead of the HTTP client's (``with_options``)."""
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
@@ -203,7 +205,14 @@ class ApiSession:
                             await before_send()
                         self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
                         resp = await self.http.request(
-                            method, url, json=json, params=params, headers=hdrs
+                            method,
+                            url,
+                            json=json,
+                            params=params,
+                            headers=hdrs,
+                            timeout=(
+                                httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout
+                            ),
                         )
             except httpx.HTTPError as exc:
                 err = translate(exc, method=method, url=url)
