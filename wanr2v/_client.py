@@ -125,7 +125,9 @@ class AsyncWanClient:
     Args:
         api_key: the key; default ``DASHSCOPE_API_KEY``.
         region: ``"beijing"`` (default), ``"singapore"`` or ``"virginia"``.
-        base_url: any base URL (wins over ``region``); default ``DASHSCOPE_HTTP_BASE_URL``.
+        base_url: any base URL (with ``region``, it names the region that host serves;
+            a vendor URL of another region is refused); default
+            ``DASHSCOPE_HTTP_BASE_URL`` when no ``region`` is passed either.
         workspace: sent as ``X-DashScope-WorkSpace``.
         timeout: seconds for one HTTP request.
         max_retries: retries of one safe request.
@@ -225,7 +227,7 @@ class AsyncWanClient:
         for name, spec in extra_regions.items():
             if name == self.region:
                 continue
-            _, url = _config.resolve_base_url(name, spec.base_url)
+            _, url = _config.resolve_base_url(name, spec.base_url, env=False)
             _check_scheme(url, allow_insecure)
             if url in self._sessions:
                 raise ConfigurationError(f"regions: {name!r} has the same base URL as another.")

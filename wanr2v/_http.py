@@ -101,6 +101,23 @@ def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
     return err
 
 
+def _explain(status: int, message: str | None, base_url: str, kind: str) -> str | None:
+    """The service's words, plus what a user can do about a refused key or a wrong URL."""
+    host = httpx.URL(base_url).host
+    if status == 401:
+        return (
+            f"{message or 'Unauthorized'} (sent to {host}): an API key belongs to one region; "
+            "check that DASHSCOPE_API_KEY is a key of this host's region, or pick the "
+            "region of your key (region=... / --region)."
+        )
+    if status == 404 and kind != "query" and not base_url.endswith("/api/v1"):
+        return (
+            f"{message or 'Not found'} (from {base_url}): is the base URL right? "
+            "DashScope's API lives under /api/v1."
+        )
+    return message
+
+
 class ApiSession:
     """Sends API requests for one key and base URL, through a governor.
 
@@ -272,6 +289,7 @@ class ApiSession:
                 self.rate_limited += 1
                 self.governor.throttled(kind, retry_after)
             allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
+            message = _explain(status, message, self.base_url, kind)
             error: APIError = error_for(
                 status, code, message, request_id=rid, task_id=task_id, retry_after=retry_after
             )
