@@ -13,7 +13,7 @@ Layers, bottom up:
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """
 
-from ._batch import BatchItem, BatchRunner, BatchSummary
+from ._batch import BatchItem, BatchRunner, BatchSummary, BudgetExceededError
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
 from ._events import TaskEvent
@@ -63,6 +63,7 @@ __all__ = [
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "BudgetExceededError",
     "ClientStatistics",
     "ConfigurationError",
     "ConnectError",

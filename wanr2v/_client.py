@@ -897,6 +897,9 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Run many requests at once under the governor; outcomes in input order.
 
@@ -911,6 +914,15 @@ class AsyncWanClient:
                 running; ``"cancel_pending"`` cancels those still PENDING.
             spread: spread the items over every configured region that can serve
                 them, least loaded first.
+            retry_failed: run again the journal's items that failed without creating a
+                task (a missing reference file, a budget stop); a task that failed on
+                the service is never re-created.
+            name: the file name template of the videos in ``download_to``: ``{key}``,
+                ``{task_id}``, ``{model}``; default ``{key}.mp4`` for a mapping of
+                requests, ``{task_id}.mp4`` for a list.
+            budget_usd: a spending cap: no task is created whose estimated cost would
+                take the batch (what the journal's tasks billed or may bill included)
+                over it; those items end with :class:`BudgetExceededError`.
         """
         runner = BatchRunner(
             self,
@@ -919,6 +931,9 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
         )
         return await runner.run(requests)
 
@@ -931,6 +946,9 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """Like :meth:`run_many`, yielding each outcome as it completes::
 
@@ -945,6 +963,9 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
         )
         return runner.as_completed(requests)
 
@@ -954,10 +975,24 @@ class AsyncWanClient:
         *,
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
+        retry_failed: bool = False,
+        name: str = "{task_id}.mp4",
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Finish a journaled batch after a crash: poll the tasks it knows, reconcile
-        creates whose answer was lost (never re-sending one that exists), download."""
-        runner = BatchRunner(self, journal=journal, download_to=download_to, on_cancel=on_cancel)
+        creates whose answer was lost (never re-sending one that exists), download.
+
+        ``retry_failed``, ``name`` and ``budget_usd`` as for :meth:`run_many`.
+        """
+        runner = BatchRunner(
+            self,
+            journal=journal,
+            download_to=download_to,
+            on_cancel=on_cancel,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
+        )
         return await runner.resume()
 
     # --- files --------------------------------------------------------------------------

@@ -339,6 +339,20 @@ class VideoRequest:
         """720 or 1080, from ``size`` (the service default is 1080P)."""
         return 720 if self.size in SIZES_720P else 1080
 
+    def rate_usd_per_second(self, resolution: int | None = None) -> float:
+        """The list price of one billed second (protocol.md, pricing), in USD.
+
+        Args:
+            resolution: 720 or 1080 (default: this request's).
+        """
+        res = resolution if resolution is not None else self.resolution
+        flash = self.model.endswith("flash")
+        if not flash:
+            return 0.10 if res == 720 else 0.15
+        if self.audio is False:
+            return 0.025 if res == 720 else 0.0375
+        return 0.05 if res == 720 else 0.075
+
     def estimated_cost_usd(self) -> float:
         """Upper estimate at the vendor's list prices (protocol.md, pricing).
 
@@ -349,14 +363,20 @@ class VideoRequest:
         n = len(self.reference_urls)
         videos = sum(reference_kind(os.fspath(r)) == "video" for r in self.reference_urls)
         seconds = out + (5.0 / n) * videos
-        flash = self.model.endswith("flash")
-        if not flash:
-            rate = 0.10 if self.resolution == 720 else 0.15
-        elif self.audio is False:
-            rate = 0.025 if self.resolution == 720 else 0.0375
-        else:
-            rate = 0.05 if self.resolution == 720 else 0.075
-        return round(seconds * rate, 4)
+        return round(seconds * self.rate_usd_per_second(), 4)
+
+    def billed_cost_usd(self, usage: Usage | None) -> float | None:
+        """What a succeeded task of this request cost, from its ``usage`` (billed
+        seconds at the list price of its resolution); ``None`` when usage says nothing."""
+        if usage is None:
+            return None
+        seconds = usage.duration
+        if seconds is None and usage.output_video_duration is not None:
+            seconds = usage.output_video_duration + (usage.input_video_duration or 0)
+        if seconds is None:
+            return None
+        resolution = usage.sr if usage.sr in (720, 1080) else None
+        return round(float(seconds) * self.rate_usd_per_second(resolution), 4)
 
 
 def _with_keyword_hints(cls: type[VideoRequest]) -> None:

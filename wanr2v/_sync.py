@@ -479,10 +479,13 @@ class WanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
-        **options: Any,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
-        """Run many requests at once; outcomes in input order. Takes the arguments of
-        :meth:`AsyncWanClient.run_many` (``retry_failed``, ``name``, ``budget_usd``...)."""
+        """Run many requests at once; outcomes in input order (see
+        :meth:`AsyncWanClient.run_many`: journals, ``retry_failed``, file ``name``
+        templates, ``budget_usd``)."""
 
         async def go() -> list[BatchItem]:
             return await self._aio.run_many(
@@ -492,7 +495,9 @@ class WanClient:
                 fail_fast=fail_fast,
                 on_cancel=on_cancel,
                 spread=spread,
-                **options,
+                retry_failed=retry_failed,
+                name=name,
+                budget_usd=budget_usd,
             )
 
         return self._run(go)
@@ -503,11 +508,21 @@ class WanClient:
         *,
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
+        retry_failed: bool = False,
+        name: str = "{task_id}.mp4",
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Finish a journaled batch after a crash; see :meth:`AsyncWanClient.resume`."""
 
         async def go() -> list[BatchItem]:
-            return await self._aio.resume(journal, download_to=download_to, on_cancel=on_cancel)
+            return await self._aio.resume(
+                journal,
+                download_to=download_to,
+                on_cancel=on_cancel,
+                retry_failed=retry_failed,
+                name=name,
+                budget_usd=budget_usd,
+            )
 
         return self._run(go)
 
