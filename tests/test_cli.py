@@ -151,7 +151,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         "submit", "--prompt", "x", "--ref", "a.gif", "--base-url", "http://127.0.0.1:9/api/v1",
         cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 2 and "reference" in proc.stderr
+    assert proc.returncode == 2 and "--ref #1" in proc.stderr  # named by its flag
 
 
 def test_a_refused_key_exits_2_and_is_never_printed(emulator: Emulator, tmp_path: Path) -> None:

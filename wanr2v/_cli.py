@@ -757,7 +757,10 @@ async def cmd_submit(ctx: Context) -> int:
     if a.out is not None:
         await _check_out(a.out, "--out", several=False)
     async with ctx.client() as client:
-        task = await client.async_call(request)
+        try:
+            task = await client.async_call(request)
+        except InvalidRequestError as exc:  # a local file: in the words of the flags
+            raise CliError(_flag_message(_message(exc))) from None
         doc: dict[str, Any] = {"task": _task_json(task)}
         ctx.out.line(f"created task {task.task_id} ({request.model}, {client.region})")
         if not wait:
@@ -1654,6 +1657,84 @@ async def cmd_journal_show(ctx: Context) -> int:
 
 # --- commands: emulator and demo ------------------------------------------------------
 
+_ENV_EMULATOR_CHILD: Final = "WANR2V_EMULATOR_CHILD"
+
+
+def _emulator_should_detach(ctx: Context) -> bool:
+    """``emulator --json`` writing into a pipe (``URL=$(wanr2v emulator --json | head -1)``)."""
+    import stat
+
+    if not ctx.args.json or os.environ.get(_ENV_EMULATOR_CHILD):
+        return False
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not is_pipe or not hasattr(os, "fork"):
+        return False
+    try:  # only when launched as a program (the child is started with the same argv)
+        return bool(build_parser().parse_args(sys.argv[1:]).command == "emulator")
+    except SystemExit:
+        return False
+
+
+def _emulator_launcher(ctx: Context) -> int:
+    """Serve the emulator in a child process and relay its output; when the reader of
+    stdout goes away (``| head -1`` has its line), leave the emulator serving in the
+    background and return, so that ``$(...)`` does not hang. Its pid is in the JSON
+    line; stop it with ``kill PID``. Ctrl-C or SIGTERM here stop it too."""
+    import select
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "wanr2v", *sys.argv[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, _ENV_EMULATOR_CHILD: "1"},
+        start_new_session=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    sources = {child.stdout.fileno(): out_fd, child.stderr.fileno(): err_fd}
+    poller = select.poll()
+    for fd in sources:
+        poller.register(fd, select.POLLIN)
+    poller.register(out_fd, 0)  # POLLERR / POLLHUP only: the reader went away
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+
+    def detach() -> int:
+        ctx.out.warn(
+            f"the emulator goes on in the background (pid {child.pid}); stop it with: "
+            f"kill {child.pid}"
+        )
+        return EXIT_OK
+
+    try:
+        while sources:
+            for fd, events in poller.poll(500):
+                if fd == out_fd:
+                    if events & (select.POLLERR | select.POLLHUP):
+                        return detach()
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    poller.unregister(fd)
+                    del sources[fd]
+                    continue
+                try:
+                    os.write(sources[fd], data)
+                except BrokenPipeError:
+                    return detach()
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait(timeout=30)
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def cmd_emulator(ctx: Context) -> int:
     """Serve an emulator in the foreground until Ctrl-C (or SIGTERM)."""
@@ -1665,6 +1746,8 @@ def cmd_emulator(ctx: Context) -> int:
         config = config_from_args(a)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
+    if _emulator_should_detach(ctx):
+        return _emulator_launcher(ctx)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -1681,7 +1764,7 @@ def cmd_emulator(ctx: Context) -> int:
             )
             ctx.out.emit(
                 {"base_url": emu.base_url, "regions": regions, "seed": emu.seed}
-                | {"time_scale": a.time_scale},
+                | {"time_scale": a.time_scale, "pid": os.getpid()},
                 one_line=True,
             )
             try:
