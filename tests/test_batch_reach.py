@@ -11,11 +11,12 @@ import pytest
 
 from wanr2v import BatchItem, BudgetExceededError, VideoRequest, WanClient
 from wanr2v._batch import summarize
+from wanr2v._demo import make_png
 from wanr2v.journal import SQLiteJournal, SubmissionState
 from wanr2v.testing import Emulator, EmulatorConfig, serve
 
 SCALE = 60.0
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+PNG = make_png(240, 240, lambda x, y: (x % 256, y % 256, 40))
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def emu() -> Iterator[Emulator]:
 
 
 def png(path: Path) -> Path:
-    path.write_bytes(make_png(64, 64, lambda x, y: (x % 256, y % 256, 90)))
+    path.write_bytes(make_png(240, 240, lambda x, y: (x % 256, y % 256, 90)))
     return path
 
 

@@ -28,6 +28,7 @@ from wanr2v import (
     VideoRequest,
     WanClient,
 )
+from wanr2v._demo import make_png
 from wanr2v.testing import Emulator, EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
 
 SCALE = 60.0
@@ -141,7 +142,7 @@ def test_upload_returns_a_reusable_oss_url(
 ) -> None:
     """upload() gives an oss:// URL a later request uses without uploading again."""
     picture = tmp_path / "dog.png"
-    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    picture.write_bytes(make_png(240, 240, lambda x, y: (x % 256, y % 256, 40)))
     url = client.upload(picture, model="wan2.6-r2v-flash")
     assert url.startswith("oss://") and url.endswith("dog.png")
     result = client.call(
