@@ -228,6 +228,18 @@ def test_mypy_strict_flags_a_misspelt_keyword_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_closed_async_client_says_so(emu: Emulator) -> None:
+    """A call on a closed AsyncWanClient raises ConfigurationError saying so, not
+    httpx's RuntimeError."""
+    async with AsyncWanClient(base_url=emu.base_url, api_key="sk-test-sync") as c:
+        task = await c.async_call(**FIELDS)
+    for call in (c.fetch(task), c.cancel(task), c.async_call(**FIELDS)):
+        with pytest.raises(ConfigurationError, match="closed"):
+            await call
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_time_scale_switch(emu: Emulator) -> None:
     """AsyncWanClient(time_scale=60) paces rates, polls and waits for an emulator 60x

@@ -1431,7 +1431,6 @@ def _setup_logging(out: Output, verbose: int) -> None:
     handler = Scrubbed(level)
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
 
 
 def _name_option(value: str) -> str:

@@ -389,7 +389,15 @@ class AsyncWanClient:
             )
         return eligible[0]
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError(
+                "This client is closed (its `async with` block ended, or aclose() was "
+                "called): make a new one."
+            )
+
     def _session_for(self, base_url: str | None) -> ApiSession:
+        self._check_open()
         if not base_url or base_url.rstrip("/") == self.base_url:
             return self._session
         base_url = base_url.rstrip("/")
@@ -1074,6 +1082,7 @@ class AsyncWanClient:
             ResultExpiredError: the URL expired and the task id is gone too.
             DownloadError: the video could not be saved.
         """
+        self._check_open()
         result = await self._downloadable(task)
         if not isinstance(dest, (str, os.PathLike)):
             if not hasattr(dest, "write"):
@@ -1102,6 +1111,7 @@ class AsyncWanClient:
 
     @asynccontextmanager
     async def _stream_video(self, task: TaskLike) -> AsyncIterator[AsyncIterator[bytes]]:
+        self._check_open()
         result = await self._downloadable(task)
         async with self._get_downloader().stream(result, refresh=self._refresh) as chunks:
             yield chunks
