@@ -48,13 +48,14 @@ def test_retry_failed_reruns_local_failures_without_duplicates(
 ) -> None:
     """A missing reference file fails its item before anything is sent. A plain re-run
     replays that failure (saying how to retry); after the file appears, retry_failed=True
-    runs it: every video saved, one task per item, none twice."""
+    runs it: every video saved, one task per item, none twice. (The journal is given by
+    path: the blocking client opens and closes it for each call.)"""
     present = tmp_path / "a.png"
     present.write_bytes(PNG)
     missing = tmp_path / "b.png"
     requests = {"alpha": req(present, 1), "beta": req(missing, 2)}
     out = tmp_path / "videos"
-    journal = SQLiteJournal(tmp_path / "j.db")
+    journal = str(tmp_path / "j.db")  # a path: opened and closed by each call
     first = client.run_many(requests, journal=journal, download_to=out)
     assert [it.ok for it in first] == [True, False]
     assert first[1].task is None and "b.png" in str(first[1].error)

@@ -574,14 +574,7 @@ class BatchRunner:
                     return found
                 # Provably no task: the estimate counted for it at the start is free again.
                 self._settle(req.estimated_cost_usd() if self.budget_usd is not None else 0, 0)
-        reserved = await self._reserve(key, req)
-        try:
-            return await self._create(key, req, rec, base_url)
-        except SubmitOutcomeUnknownError:
-            raise  # a task may exist: its estimate stays committed
-        except Exception:
-            self._settle(reserved, 0.0)  # provably nothing was made
-            raise
+        return await self._create(key, req, rec, base_url)
 
     async def _create(
         self, key: Any, req: VideoRequest, rec: SubmissionRecord | None, base_url: str
@@ -608,15 +601,24 @@ class BatchRunner:
                 )
 
         claimed = self.journal.known_task_ids if self.journal is not None else None
-        task = await client.submit_body(
-            body,
-            headers=headers,
-            submission_id=sid,
-            claimed=claimed,
-            on_sent=on_sent,
-            base_url=base_url,
-            key=key,
-        )
+        # Local work (checks, uploads) is done and free: only now does the item take its
+        # estimate from the budget, so an item failing locally never holds any.
+        reserved = await self._reserve(key, req)
+        try:
+            task = await client.submit_body(
+                body,
+                headers=headers,
+                submission_id=sid,
+                claimed=claimed,
+                on_sent=on_sent,
+                base_url=base_url,
+                key=key,
+            )
+        except SubmitOutcomeUnknownError:
+            raise  # a task may exist: its estimate stays committed
+        except Exception:
+            self._settle(reserved, 0.0)  # provably nothing was made
+            raise
         self._live[task.task_id] = task  # before any await: a cancel policy must see it
         with anyio.CancelScope(shield=True):  # what is known is recorded, even when cancelled
             await self._record(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +80,21 @@ def _shutdown(
         portal.call(client.aclose)
     with contextlib.suppress(Exception):  # best effort at exit
         portal_cm.__exit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def _journal(
+    journal: JournalStore | str | os.PathLike[str] | None,
+) -> AsyncIterator[JournalStore | None]:
+    """A journal given by path is opened here and closed after the call."""
+    if journal is None or not isinstance(journal, (str, os.PathLike)):
+        yield journal
+        return
+    from .journal import SQLiteJournal
+
+    store = await SQLiteJournal.open(journal)
+    async with store:
+        yield store
 
 
 class WanClient:
@@ -474,7 +489,7 @@ class WanClient:
         self,
         requests: Requests,
         *,
-        journal: JournalStore | None = None,
+        journal: JournalStore | str | os.PathLike[str] | None = None,
         download_to: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
@@ -485,26 +500,28 @@ class WanClient:
     ) -> list[BatchItem]:
         """Run many requests at once; outcomes in input order (see
         :meth:`AsyncWanClient.run_many`: journals, ``retry_failed``, file ``name``
-        templates, ``budget_usd``)."""
+        templates, ``budget_usd``). ``journal`` may be a path: a
+        :class:`~wanr2v.journal.SQLiteJournal` there is opened for the call and closed."""
 
         async def go() -> list[BatchItem]:
-            return await self._aio.run_many(
-                requests,
-                journal=journal,
-                download_to=download_to,
-                fail_fast=fail_fast,
-                on_cancel=on_cancel,
-                spread=spread,
-                retry_failed=retry_failed,
-                name=name,
-                budget_usd=budget_usd,
-            )
+            async with _journal(journal) as store:
+                return await self._aio.run_many(
+                    requests,
+                    journal=store,
+                    download_to=download_to,
+                    fail_fast=fail_fast,
+                    on_cancel=on_cancel,
+                    spread=spread,
+                    retry_failed=retry_failed,
+                    name=name,
+                    budget_usd=budget_usd,
+                )
 
         return self._run(go)
 
     def resume(
         self,
-        journal: JournalStore,
+        journal: JournalStore | str | os.PathLike[str],
         *,
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
@@ -515,14 +532,16 @@ class WanClient:
         """Finish a journaled batch after a crash; see :meth:`AsyncWanClient.resume`."""
 
         async def go() -> list[BatchItem]:
-            return await self._aio.resume(
-                journal,
-                download_to=download_to,
-                on_cancel=on_cancel,
-                retry_failed=retry_failed,
-                name=name,
-                budget_usd=budget_usd,
-            )
+            async with _journal(journal) as store:
+                assert store is not None
+                return await self._aio.resume(
+                    store,
+                    download_to=download_to,
+                    on_cancel=on_cancel,
+                    retry_failed=retry_failed,
+                    name=name,
+                    budget_usd=budget_usd,
+                )
 
         return self._run(go)
 
