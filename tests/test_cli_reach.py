@@ -251,3 +251,25 @@ def test_emulator_json_head_does_not_hang(tmp_path: Path) -> None:
         import signal
 
         os.kill(pid, signal.SIGTERM)
+
+
+def test_resume_keeps_the_budget_and_retries_failed(emu: Emulator, tmp_path: Path) -> None:
+    """`resume` keeps the budget `run` was given; `resume --retry-failed --budget MORE`
+    runs the items the budget stopped, and nothing is created twice."""
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(
+        "\n".join(line(f"k{i}", "https://cdn.example.com/r.png", i) for i in range(2)) + "\n"
+    )
+    run = ["run", str(batch), "--journal", "j.db", "--out", "v", "--budget", "0.15"]
+    assert wanr2v_cmd(*run, *service(emu), cwd=tmp_path).returncode == 1
+    assert emu.stats().tasks_created == 1
+    proc = wanr2v_cmd("resume", "--journal", "j.db", "--retry-failed", *service(emu), cwd=tmp_path)
+    assert proc.returncode == 1 and "BudgetExceededError" in proc.stdout
+    assert emu.stats().tasks_created == 1
+    proc = wanr2v_cmd(
+        "resume", "--journal", "j.db", "--retry-failed", "--budget", "5", *service(emu),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["k0.mp4", "k1.mp4"]
+    assert emu.stats().tasks_created == 2 and emu.stats().duplicate_creates == 0

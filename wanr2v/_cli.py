@@ -432,7 +432,9 @@ class ProgressView:
             return
         self._done.add(item.key)
         self._refresh()
-        if item.path is not None:
+        if item.earlier:
+            self._say(str(item.key), "finished in an earlier run")
+        elif item.path is not None:
             self._say(str(item.key), f"saved {_show_path(item.path)}")
         elif item.error is not None and item.result is None:
             self._say(str(item.key), f"error: {item.error}")
