@@ -117,6 +117,31 @@ def test_closed_client_says_so(emu: Emulator) -> None:
     assert "wanr2v-loop" not in {t.name for t in threading.enumerate()} - before
 
 
+def test_a_client_left_open_neither_leaks_nor_hangs() -> None:
+    """A WanClient never closed stops its loop thread when collected, and a program that
+    forgets it still exits."""
+    script = textwrap.dedent(
+        """
+        import gc, threading
+        from wanr2v import WanClient
+        c = WanClient(api_key="sk-x", base_url="http://127.0.0.1:9/api/v1")
+        del c
+        gc.collect()
+        for _ in range(100):
+            if not any(t.name == "wanr2v-loop" for t in threading.enumerate()):
+                break
+            threading.Event().wait(0.05)
+        print(sorted(t.name for t in threading.enumerate()))
+        kept = WanClient(api_key="sk-x", base_url="http://127.0.0.1:9/api/v1")  # never closed
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['MainThread']"
+
+
 def test_downloads_to_file_name_folder_file_object_and_stream(
     client: WanClient, tmp_path: Path
 ) -> None:
