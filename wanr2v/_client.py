@@ -1178,10 +1178,10 @@ def _build_request(
                 f"{where}: request must be a VideoRequest, got {type(request).__name__}."
             )
         return request
-    missing = [name for name in ("model", "prompt", "reference_urls") if name not in given]
-    if missing:
-        raise TypeError(f"{where}() missing required keyword argument(s): {', '.join(missing)}.")
-    return VideoRequest(**given)
+    # The required fields go through even when None: the request's own check names the
+    # one missing (InvalidRequestError, nothing sent), as VideoRequest(...) does.
+    required = {name: fields.get(name) for name in ("model", "prompt", "reference_urls")}
+    return VideoRequest(**{**given, **required})
 
 
 def raise_for_status(result: TaskResult) -> TaskResult:
