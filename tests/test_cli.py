@@ -151,7 +151,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         "submit", "--prompt", "x", "--ref", "a.gif", "--base-url", "http://127.0.0.1:9/api/v1",
         cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 2 and "reference" in proc.stderr
+    assert proc.returncode == 2 and "--ref #1" in proc.stderr  # named by its flag
 
 
 def test_a_refused_key_exits_2_and_is_never_printed(emulator: Emulator, tmp_path: Path) -> None:
@@ -349,7 +349,7 @@ def test_run_then_status_list_download(emulator: Emulator, tmp_path: Path, pictu
     assert [it["key"] for it in doc["items"]] == ["first", "2", "3"]
     assert doc["stats"]["requests"]["create"] == 3
     ids = [it["task_id"] for it in doc["items"]]
-    assert all((tmp_path / "videos" / f"{t}.mp4").exists() for t in ids)
+    assert all((tmp_path / "videos" / f"{k}.mp4").exists() for k in ("first", "2", "3"))
 
     proc = wanr2v_cmd("status", *ids, "--json", *service(emulator), cwd=tmp_path)
     assert proc.returncode == 0
@@ -367,7 +367,8 @@ def test_run_then_status_list_download(emulator: Emulator, tmp_path: Path, pictu
     # The same batch again: the journal knows it is done; plain output, no bars.
     proc = wanr2v_cmd("run", str(batch), "--journal", "batch.db", *service(emulator), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "succeeded 3" in proc.stdout and "estimated cost" in proc.stdout
+    assert "succeeded 3" in proc.stdout and "nothing to do" in proc.stdout
+    assert "estimated cost" not in proc.stdout  # nothing was billed by this run
     assert ANSI not in proc.stdout and BAR not in proc.stdout
     assert emulator.stats().duplicate_creates == 0
 
@@ -404,6 +405,11 @@ def test_bad_batch_files_exit_2_and_dry_run_needs_no_key(tmp_path: Path) -> None
         '[defaults]\nmodel = "wan2.6-r2v"\nsize = "1920*1080"\nduration = 10\n\n'
         '[[requests]]\nkey = "a"\nprompt = "character1"\nreference_urls = ["clip.mp4"]\n'
     )
+    proc = wanr2v_cmd("run", str(good), "--dry-run", "--json", cwd=tmp_path, key=None)
+    assert proc.returncode == 2 and "clip.mp4" in proc.stderr  # local files are checked
+    from wanr2v.testing._mp4 import make_mp4
+
+    (tmp_path / "clip.mp4").write_bytes(make_mp4(2.0))
     proc = wanr2v_cmd("run", str(good), "--dry-run", "--json", cwd=tmp_path, key=None)
     assert proc.returncode == 0, proc.stderr
     assert as_json(proc)["estimated_cost_usd"] == pytest.approx(2.25)  # (10 + 5) s × 0.15

@@ -13,7 +13,7 @@ Layers, bottom up:
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """
 
-from ._batch import BatchItem, BatchRunner, BatchSummary
+from ._batch import BatchItem, BatchRunner, BatchSummary, BudgetExceededError
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
 from ._events import TaskEvent
@@ -50,6 +50,7 @@ from ._http import RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._sync import WanClient
 from ._version import __version__
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "BatchItem",
     "BatchRunner",
     "BatchSummary",
+    "BudgetExceededError",
     "ClientStatistics",
     "ConfigurationError",
     "ConnectError",
@@ -101,6 +103,7 @@ __all__ = [
     "Usage",
     "VideoRequest",
     "WaitTimeoutError",
+    "WanClient",
     "WanError",
     "__version__",
     "raise_for_status",

@@ -34,7 +34,7 @@ from ._exceptions import (
     UnsupportedOperationError,
     WanError,
 )
-from ._models import Task, TaskResult, TaskStatus, VideoRequest
+from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
 from ._wire import fingerprint
 from .journal import (
     JournalStore,
@@ -47,11 +47,74 @@ if TYPE_CHECKING:
     from ._client import AsyncWanClient
     from ._http import ApiSession
 
-__all__ = ["BatchItem", "BatchRunner", "BatchSummary", "CancelPolicy"]
+__all__ = ["BatchItem", "BatchRunner", "BatchSummary", "BudgetExceededError", "CancelPolicy"]
 
 logger = logging.getLogger("wanr2v")
 
 CancelPolicy = Literal["detach", "cancel_pending"]
+
+DEFAULT_KEY_NAME = "{key}.mp4"
+"""The file name of a batch item's video when the batch has keys of its own (a mapping)."""
+DEFAULT_TASK_NAME = "{task_id}.mp4"
+"""The file name of a batch item's video otherwise (a list: its keys are indexes)."""
+NAME_FIELDS = ("key", "task_id", "model")
+
+
+class BudgetExceededError(WanError):
+    """A batch item was not created: its estimated cost would take the batch over
+    ``budget_usd``. Nothing was sent for it; run it again with a larger budget
+    (``retry_failed=True`` / ``--retry-failed`` picks it up from a journal).
+
+    Attributes:
+        budget_usd: the batch's budget.
+        committed_usd: what the batch had billed or committed when the item came up
+            (tasks already made, earlier runs of the journal included).
+        estimated_usd: the item's estimated cost (an upper estimate at list prices).
+    """
+
+    budget_usd: float
+    committed_usd: float
+    estimated_usd: float
+
+    def __init__(
+        self, message: str, *, budget_usd: float, committed_usd: float, estimated_usd: float
+    ) -> None:
+        super().__init__(message)
+        self.budget_usd = budget_usd
+        self.committed_usd = committed_usd
+        self.estimated_usd = estimated_usd
+
+
+def check_name_template(name: str) -> str:
+    """A file-name template for batch videos, checked: ``{key}``, ``{task_id}`` or
+    ``{model}`` fields, one of ``{key}`` / ``{task_id}`` (names must differ), ending in
+    ``.mp4`` or ``.mov``, no folders.
+
+    Raises:
+        ValueError: saying what to change.
+    """
+    import string
+
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"name template {name!r}: {exc}.") from None
+    unknown = sorted(fields - set(NAME_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"name template {name!r}: unknown field(s) {', '.join(unknown)}; "
+            "use {key}, {task_id} or {model}."
+        )
+    if not fields & {"key", "task_id"}:
+        raise ValueError(
+            f"name template {name!r} gives every video the same name; put {{key}} or "
+            "{task_id} in it."
+        )
+    if "/" in name or os.sep in name:
+        raise ValueError(f"name template {name!r}: a file name, not a path (use the folder).")
+    if not name.lower().endswith((".mp4", ".mov")):
+        raise ValueError(f"name template {name!r}: end it with .mp4 (a video file name).")
+    return name
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +128,8 @@ class BatchItem:
         result: the final result (any final status) when the task got that far.
         error: the error that ended the item (``TaskFailedError`` for a FAILED task).
         path: where the video was saved, when downloading.
+        earlier: the item was finished by an earlier run of the journal (nothing was
+            done for it in this one).
     """
 
     key: Any
@@ -73,6 +138,17 @@ class BatchItem:
     result: TaskResult | None = None
     error: BaseException | None = None
     path: Path | None = None
+    earlier: bool = False
+
+    @property
+    def billed_usd(self) -> float:
+        """What the service billed for this item's task: its ``usage`` at list prices
+        (the estimate when usage is missing); 0 when no task succeeded (failed tasks
+        are free)."""
+        if self.result is None or not self.result.succeeded or self.request is None:
+            return 0.0
+        billed = self.request.billed_cost_usd(self.result.usage)
+        return billed if billed is not None else self.request.estimated_cost_usd()
 
     @property
     def ok(self) -> bool:
@@ -90,6 +166,10 @@ class BatchSummary:
     downloaded: int
     wall_seconds: float
     estimated_cost_usd: float
+    """What the service billed for the tasks that succeeded in this run (their usage
+    at list prices), downloaded or not; earlier runs' items are not counted."""
+    earlier: int = 0
+    """Items finished by an earlier run of the journal (nothing done for them now)."""
 
 
 Requests = (
@@ -119,6 +199,14 @@ class BatchRunner:
         spread: spread items over every configured region that can serve them, least
             loaded first (each region has its own quotas); otherwise each item goes to
             the client's default region, or the first one that can serve it.
+        retry_failed: run again the journal's items that failed without creating a
+            task (a missing reference file, a refused upload, a budget stop): they start
+            over as new. Items whose task failed on the service are not re-created.
+        name: the videos' file name template (``{key}``, ``{task_id}``, ``{model}``);
+            default ``{key}.mp4`` for a mapping of requests, ``{task_id}.mp4`` otherwise.
+        budget_usd: create no task whose estimated cost would take the batch over this
+            many USD, counting what the journal's tasks already billed or may bill
+            (resumes too); such items end with :class:`BudgetExceededError`.
     """
 
     def __init__(
@@ -130,9 +218,19 @@ class BatchRunner:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         if on_cancel not in ("detach", "cancel_pending"):
             raise ValueError(f"on_cancel must be 'detach' or 'cancel_pending', got {on_cancel!r}.")
+        if budget_usd is not None and not (budget_usd >= 0 and math.isfinite(budget_usd)):
+            raise ValueError(f"budget_usd must be a finite number >= 0, got {budget_usd!r}.")
+        self.retry_failed = retry_failed
+        self.name = check_name_template(name) if name is not None else None
+        self.budget_usd = budget_usd
+        self._committed = 0.0
+        self._budget_lock = anyio.Lock()
         self.client = client
         self.journal = journal
         self.download_to: Path | None = Path(download_to) if download_to is not None else None
@@ -147,6 +245,7 @@ class BatchRunner:
 
     async def run(self, requests: Requests) -> list[BatchItem]:
         """Run every request; return the outcomes in input order."""
+        self._default_name(requests)
         pairs = _items(requests)
         order = {key: i for i, (key, _) in enumerate(pairs)}
         out: list[BatchItem] = []
@@ -160,7 +259,21 @@ class BatchRunner:
         self, requests: Requests
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """``async with runner.as_completed(reqs) as results: async for item in results``."""
+        self._default_name(requests)
         return self._as_completed(_items(requests))
+
+    def _default_name(self, requests: Requests) -> None:
+        if self.name is None:
+            self.name = DEFAULT_KEY_NAME if isinstance(requests, Mapping) else DEFAULT_TASK_NAME
+
+    def _file_name(self, key: Any, task: Task, request: VideoRequest) -> str:
+        from ._files import safe_join
+
+        name = (self.name or DEFAULT_TASK_NAME).format(
+            key=key, task_id=task.task_id, model=request.model
+        )
+        assert self.download_to is not None
+        return safe_join(self.download_to, name).name
 
     @asynccontextmanager
     async def _as_completed(
@@ -171,9 +284,11 @@ class BatchRunner:
             jobs = []
             for key, req in pairs:
                 rec = await self.journal.add(SubmissionRecord.new(str(key), req))
+                rec = await self._maybe_retry(rec)
                 jobs.append((key, req, rec))
         else:
             jobs = [(key, req, None) for key, req in pairs]
+        await self._count_committed()
         async with self._running(jobs) as stream:
             yield stream
 
@@ -182,7 +297,8 @@ class BatchRunner:
         included): poll known tasks, reconcile ambiguous creates, download results."""
         if self.journal is None:
             raise ValueError("resume needs a journal.")
-        records = await self.journal.list()
+        records = [await self._maybe_retry(r) for r in await self.journal.list()]
+        await self._count_committed()
         jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]] = [
             (r.batch_key, None, r) for r in records
         ]
@@ -193,6 +309,60 @@ class BatchRunner:
         order = {r.batch_key: i for i, r in enumerate(records)}
         out.sort(key=lambda it: order.get(it.key, math.inf))
         return out
+
+    # --- retries and budget ---------------------------------------------------------
+
+    async def _maybe_retry(self, rec: SubmissionRecord) -> SubmissionRecord:
+        """With ``retry_failed``, a record that FAILED without a task starts over as NEW."""
+        if not (self.retry_failed and self.journal is not None):
+            return rec
+        if rec.state is not SubmissionState.FAILED or rec.task_id is not None:
+            return rec
+        logger.info("batch item %r: failed earlier without a task; trying again", rec.batch_key)
+        return await self.journal.update(
+            rec.submission_id,
+            expect_state=SubmissionState.FAILED,
+            state=SubmissionState.NEW,
+            body=None,
+            fingerprint=None,
+            status=None,
+            error_type=None,
+            error_code=None,
+            error_message=None,
+        )
+
+    async def _count_committed(self) -> None:
+        """What the journal's tasks billed (usage) or may still bill (estimates)."""
+        if self.budget_usd is None or self.journal is None:
+            return
+        total = 0.0
+        for rec in await self.journal.list():
+            total += _record_cost(rec)
+        self._committed = total
+
+    async def _reserve(self, key: Any, req: VideoRequest) -> float:
+        """Take the item's estimated cost from the budget, or raise BudgetExceededError."""
+        if self.budget_usd is None:
+            return 0.0
+        estimate = req.estimated_cost_usd()
+        async with self._budget_lock:
+            if self._committed + estimate > self.budget_usd + 1e-9:
+                raise BudgetExceededError(
+                    f"Item {key!r} was not created: its estimated {estimate:.2f} USD would take "
+                    f"the batch to {self._committed + estimate:.2f} USD, over the budget of "
+                    f"{self.budget_usd:.2f} USD ({self._committed:.2f} USD billed or "
+                    "committed). Raise the budget and retry the failed items.",
+                    budget_usd=self.budget_usd,
+                    committed_usd=round(self._committed, 4),
+                    estimated_usd=estimate,
+                )
+            self._committed += estimate
+        return estimate
+
+    def _settle(self, reserved: float, billed: float) -> None:
+        """Replace an item's reservation by what its task billed (0 for a failed task)."""
+        if self.budget_usd is not None:
+            self._committed += billed - reserved
 
     # --- machinery ------------------------------------------------------------------
 
@@ -269,7 +439,14 @@ class BatchRunner:
         """The outcome of a submission a previous run finished."""
         err: BaseException | None = None
         if rec.state is SubmissionState.FAILED:
-            err = WanError(rec.error_message or rec.error_type or "failed in an earlier run")
+            why = rec.error_message or "no message"
+            kind = f"{rec.error_type}: " if rec.error_type else ""
+            hint = (
+                " It made no task: retry_failed=True (wanr2v run --retry-failed) runs it again."
+                if rec.task_id is None
+                else ""
+            )
+            err = WanError(f"failed in an earlier run ({kind}{why}).{hint}")
         result = None
         if rec.task_id and rec.status:
             result = TaskResult(
@@ -279,6 +456,7 @@ class BatchRunner:
                 video_url=rec.video_url,
                 base_url=rec.base_url,
                 code=rec.error_code,
+                usage=_usage_of(rec),
             )
         try:
             request: VideoRequest | None = rec.video_request()
@@ -291,6 +469,7 @@ class BatchRunner:
             result=result,
             error=err,
             path=Path(rec.download_path) if rec.download_path else None,
+            earlier=True,
         )
 
     async def _one(
@@ -325,13 +504,15 @@ class BatchRunner:
             # Final: no longer ours to cancel. (On cancellation the task stays in
             # ``_live`` so that the cancel policy can act on it.)
             self._live.pop(task.task_id, None)
+            self._settle_result(req, result)
             await self._record_result(rec, result)
             from ._client import raise_for_status
 
             raise_for_status(result)
             path = None
             if self.download_to is not None:
-                path = await self.client.download(result, self.download_to)
+                target = self.download_to / self._file_name(key, task, req)
+                path = await self.client.download(result, target)
                 await self._record(rec, state=SubmissionState.DOWNLOADED, download_path=str(path))
             return BatchItem(key=key, request=req, task=task, result=result, path=path)
         except Exception as exc:  # one item's failure is its own outcome
@@ -341,6 +522,16 @@ class BatchRunner:
                 logger.exception("batch item %r failed unexpectedly", key)
             await self._record_error(rec, exc, task)
             return BatchItem(key=key, request=req, task=task, result=result, error=exc)
+
+    def _settle_result(self, req: VideoRequest, result: TaskResult) -> None:
+        if self.budget_usd is None:
+            return
+        estimate = req.estimated_cost_usd()
+        billed = 0.0
+        if result.succeeded:
+            cost = req.billed_cost_usd(result.usage)
+            billed = cost if cost is not None else estimate
+        self._settle(estimate, billed)
 
     def _session_for_item(self, req: VideoRequest, rec: SubmissionRecord | None) -> ApiSession:
         """Where an item's task lives or goes (least loaded capable region with spread)."""
@@ -383,6 +574,14 @@ class BatchRunner:
                 found = await self._reconcile_record(rec)
                 if found is not None:
                     return found
+                # Provably no task: the estimate counted for it at the start is free again.
+                self._settle(req.estimated_cost_usd() if self.budget_usd is not None else 0, 0)
+        return await self._create(key, req, rec, base_url)
+
+    async def _create(
+        self, key: Any, req: VideoRequest, rec: SubmissionRecord | None, base_url: str
+    ) -> Task:
+        client = self.client
         if rec is not None and rec.body is not None:
             body: Mapping[str, Any] = rec.body
             headers = _headers_for(body)
@@ -404,15 +603,24 @@ class BatchRunner:
                 )
 
         claimed = self.journal.known_task_ids if self.journal is not None else None
-        task = await client.submit_body(
-            body,
-            headers=headers,
-            submission_id=sid,
-            claimed=claimed,
-            on_sent=on_sent,
-            base_url=base_url,
-            key=key,
-        )
+        # Local work (checks, uploads) is done and free: only now does the item take its
+        # estimate from the budget, so an item failing locally never holds any.
+        reserved = await self._reserve(key, req)
+        try:
+            task = await client.submit_body(
+                body,
+                headers=headers,
+                submission_id=sid,
+                claimed=claimed,
+                on_sent=on_sent,
+                base_url=base_url,
+                key=key,
+            )
+        except SubmitOutcomeUnknownError:
+            raise  # a task may exist: its estimate stays committed
+        except Exception:
+            self._settle(reserved, 0.0)  # provably nothing was made
+            raise
         self._live[task.task_id] = task  # before any await: a cancel policy must see it
         with anyio.CancelScope(shield=True):  # what is known is recorded, even when cancelled
             await self._record(
@@ -511,6 +719,34 @@ class BatchRunner:
             )
 
 
+def _usage_of(rec: SubmissionRecord) -> Usage | None:
+    data = (rec.result or {}).get("usage")
+    if not isinstance(data, Mapping):
+        return None
+    names = {a.name for a in attrs.fields(Usage)} - {"extra"}
+    try:
+        return Usage(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None
+
+
+def _record_cost(rec: SubmissionRecord) -> float:
+    """What one journal record billed or may still bill, for a budget."""
+    S = SubmissionState
+    if rec.state is S.NEW or (rec.state is S.FAILED and rec.task_id is None):
+        return 0.0
+    try:
+        req = rec.video_request()
+    except (WanError, TypeError):
+        return 0.0
+    if rec.state is S.FAILED:
+        return 0.0  # failed tasks are free
+    if rec.state in (S.SUCCEEDED, S.DOWNLOADED):
+        billed = req.billed_cost_usd(_usage_of(rec))
+        return billed if billed is not None else req.estimated_cost_usd()
+    return req.estimated_cost_usd()  # a task made, or maybe made: it may bill
+
+
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
     inp = body.get("input")
     refs = inp.get("reference_urls", []) if isinstance(inp, Mapping) else []
@@ -520,9 +756,10 @@ def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
 
 
 def summarize(items: Iterable[BatchItem], wall_seconds: float) -> BatchSummary:
-    """Counts and the estimated cost (vendor list prices) of a batch's outcomes."""
+    """Counts and the cost of a batch's outcomes: what the service billed for this
+    run's succeeded tasks (a task whose download failed was billed too)."""
     items = list(items)
-    cost = sum(it.request.estimated_cost_usd() for it in items if it.ok and it.request is not None)
+    cost = sum(it.billed_usd for it in items if not it.earlier)
     return BatchSummary(
         total=len(items),
         succeeded=sum(it.ok for it in items),
@@ -530,4 +767,5 @@ def summarize(items: Iterable[BatchItem], wall_seconds: float) -> BatchSummary:
         downloaded=sum(it.path is not None for it in items),
         wall_seconds=wall_seconds,
         estimated_cost_usd=round(cost, 4),
+        earlier=sum(it.earlier for it in items),
     )

@@ -103,6 +103,7 @@ environment:
   DASHSCOPE_API_KEY        the API key (required; never printed)
   DASHSCOPE_HTTP_BASE_URL  a base URL override (like --base-url)
   DASHSCOPE_REGION         beijing (default), singapore or virginia (like --region)
+  WANR2V_LOG               debug, info or warning: log to stderr (like -v / -vv)
 
 {EXIT_CODES_HELP}"""
 
@@ -130,10 +131,17 @@ killed at any point (kill -9 included) finishes with `wanr2v resume --journal FI
 without paying twice. Running the same batch file again with the same journal
 finishes what is unfinished and skips what is done.
 
+Videos are named {{key}}.mp4 (--name "{{key}}-{{task_id}}.mp4" to change it). An item that
+failed before its task was made (a missing reference file) runs again with
+--retry-failed once fixed; --budget USD creates no task that would take the batch
+(what the journal already billed included) over that sum.
+
 examples:
   wanr2v run requests.jsonl --journal batch.db --out videos/
-  wanr2v run requests.toml --dry-run                  # check the file, show the cost
+  wanr2v run requests.toml --dry-run --budget 20       # check everything, show the cost
+  wanr2v run requests.jsonl --journal batch.db --retry-failed
   wanr2v run requests.jsonl --journal batch.db --json > summary.json
+  wanr2v journal show batch.db                         # states, tasks, costs
 
 {EXIT_CODES_HELP}"""
 
@@ -310,9 +318,10 @@ class ProgressView:
         done: how many were finished before this run (a resumed batch).
     """
 
-    def __init__(self, out: Output, total: int, *, done: int = 0) -> None:
+    def __init__(self, out: Output, total: int, *, done: int = 0, idle: str = "submitting") -> None:
         self.out = out
         self.total = total
+        self._idle = idle
         self._done_before = done
         self._done: set[object] = set()
         self._kinds: dict[str, str] = {}
@@ -373,7 +382,7 @@ class ProgressView:
             if counts.get(k)
         ]
         if not parts:
-            return f"{self._created} created" if self._created else "submitting"
+            return f"{self._created} created" if self._created else self._idle
         return " · ".join(parts)
 
     def _refresh(self) -> None:
@@ -423,7 +432,9 @@ class ProgressView:
             return
         self._done.add(item.key)
         self._refresh()
-        if item.path is not None:
+        if item.earlier:
+            self._say(str(item.key), "finished in an earlier run")
+        elif item.path is not None:
             self._say(str(item.key), f"saved {_show_path(item.path)}")
         elif item.error is not None and item.result is None:
             self._say(str(item.key), f"error: {item.error}")
@@ -443,7 +454,12 @@ def _show_path(path: Path | str) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+    """A time in UTC (every time the CLI shows is UTC, and the headers say so)."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- JSON shapes ----------------------------------------------------------------------
@@ -504,9 +520,9 @@ def _item_json(item: BatchItem) -> dict[str, Any]:
         "status": status,
         "model": item.request.model if item.request is not None else None,
         "path": str(item.path) if item.path is not None else None,
-        "estimated_cost_usd": (
-            item.request.estimated_cost_usd() if item.ok and item.request is not None else 0.0
-        ),
+        "estimated_cost_usd": item.billed_usd,
+        "billed_usd": item.billed_usd,
+        "earlier": item.earlier,
         "error": _error_json(item.error) if item.error is not None else None,
     }
 
@@ -563,6 +579,9 @@ class Context:
     args: argparse.Namespace
     out: Output
     resume_hint: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _setup_logging(self.out, getattr(self.args, "verbose", 0) or 0)
 
     def api_key(self) -> str:
         """The key from ``DASHSCOPE_API_KEY``; a clear error (exit 2) when it is missing."""
@@ -735,15 +754,24 @@ async def cmd_submit(ctx: Context) -> int:
             seed=a.seed,
         )
     except InvalidRequestError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_flag_message(str(exc))) from None
+    wait = a.wait or a.out is not None  # --out means: wait, then save
+    if a.out is not None:
+        await _check_out(a.out, "--out", several=False)
     async with ctx.client() as client:
-        task = await client.async_call(request)
+        try:
+            task = await client.async_call(request)
+        except InvalidRequestError as exc:  # a local file: in the words of the flags
+            raise CliError(_flag_message(_message(exc))) from None
         doc: dict[str, Any] = {"task": _task_json(task)}
         ctx.out.line(f"created task {task.task_id} ({request.model}, {client.region})")
-        if not a.wait:
+        if not wait:
             ctx.out.line(f"next: wanr2v wait {task.task_id} --out videos/")
             ctx.out.emit(doc)
             return EXIT_OK
+        ctx.out.line(
+            f"waiting (Ctrl-C stops waiting; the task goes on: `wanr2v wait {task.task_id}`)"
+        )
         with ProgressView(ctx.out, 1) as view:
             unsubscribe = client.subscribe(view.event)
             try:
@@ -756,6 +784,11 @@ async def cmd_submit(ctx: Context) -> int:
             path = await client.download(result, _absolute(a.out))
             doc["path"] = str(path)
             ctx.out.line(f"saved {_show_path(path)}")
+        elif result.succeeded:
+            ctx.out.line(f"task {task.task_id} SUCCEEDED: {result.video_url}")
+            ctx.out.line(
+                f"next: wanr2v download {task.task_id} --out videos/  (the URL lives 24 h)"
+            )
         elif not result.succeeded:
             ctx.out.line(f"task {task.task_id} {result.status.value}: {_detail(result)}")
         ctx.out.emit(doc)
@@ -775,7 +808,7 @@ async def cmd_status(ctx: Context) -> int:
     async with ctx.client() as client:
         results = await _gather(client.fetch, ctx.args.task_ids)
     ctx.out.table(
-        ["TASK", "STATUS", "SUBMITTED", "ENDED", "DETAIL"],
+        ["TASK", "STATUS", "SUBMITTED (UTC)", "ENDED (UTC)", "DETAIL"],
         [
             [r.task_id, r.status.value, _when(r.submit_time), _when(r.end_time), _detail(r)]
             for r in results
@@ -791,6 +824,8 @@ async def cmd_wait(ctx: Context) -> int:
     a = ctx.args
     from ._exceptions import WaitTimeoutError
 
+    if a.out:
+        await _check_out(a.out, "--out", several=len(a.task_ids) > 1)
     async with ctx.client() as client:
         rows: dict[str, dict[str, Any]] = {}
 
@@ -812,7 +847,7 @@ async def cmd_wait(ctx: Context) -> int:
                     row["path"] = str(path)
                     view.item_done(BatchItem(key=task_id, request=None, result=result, path=path))
 
-        with ProgressView(ctx.out, len(a.task_ids)) as view:
+        with ProgressView(ctx.out, len(a.task_ids), idle="waiting") as view:
             unsubscribe = client.subscribe(view.event)
             try:
                 async with anyio.create_task_group() as tg:
@@ -835,6 +870,9 @@ async def cmd_wait(ctx: Context) -> int:
         ],
     )
     ctx.out.emit({"tasks": ordered})
+    if any(r["status"] == "TIMEOUT" for r in ordered):
+        ctx.out.line("tasks still running go on: wait again with `wanr2v wait TASK_ID`")
+        return EXIT_UNKNOWN  # unfinished, as the exit-code table says
     ok = all(r["status"] == "SUCCEEDED" and "error" not in r for r in ordered)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -906,7 +944,7 @@ async def cmd_list(ctx: Context) -> int:
         async for row in pages:
             rows.append(row)
     ctx.out.table(
-        ["TASK", "STATUS", "MODEL", "CREATED"],
+        ["TASK", "STATUS", "MODEL", "CREATED (UTC)"],
         [[r.task_id, r.status.value, r.model_name or "", _when(r.gmt_create)] for r in rows],
     )
     if not rows:
@@ -918,7 +956,7 @@ async def cmd_list(ctx: Context) -> int:
 async def cmd_download(ctx: Context) -> int:
     """Save succeeded tasks' videos."""
     a = ctx.args
-    await anyio.Path(a.out).mkdir(parents=True, exist_ok=True)
+    await _check_out(a.out, "--out", several=len(a.task_ids) > 1)
     async with ctx.client() as client:
 
         async def one(task_id: str) -> dict[str, Any]:
@@ -984,7 +1022,7 @@ def _batch_report(
             detail = str(it.error)
         else:
             detail = ""
-        cost = it.request.estimated_cost_usd() if it.ok and it.request is not None else 0.0
+        cost = it.billed_usd
         rows.append(
             [
                 it.key,
@@ -1017,7 +1055,21 @@ def _batch_report(
             f"{emulator['duplicate_creates']} duplicate creates · "
             f"{emulator['throttled']} throttled answers (429)"
         )
-    out.line(f"estimated cost {summary.estimated_cost_usd:.2f} USD at the vendor's list prices")
+    if items and summary.earlier == summary.total:
+        out.line(
+            "nothing to do: every item was finished by an earlier run (nothing sent, nothing "
+            "billed now)"
+            + (
+                "; --retry-failed runs again those that failed without a task"
+                if any(not it.ok and it.task is None for it in items)
+                else ""
+            )
+        )
+    else:
+        out.line(
+            f"estimated cost {summary.estimated_cost_usd:.2f} USD: what the service billed "
+            "for this run's tasks (their usage at the vendor's list prices)"
+        )
     if code == EXIT_UNKNOWN and ctx.resume_hint:
         out.line(f"unfinished tasks: {ctx.resume_hint}")
     doc: dict[str, Any] = {
@@ -1043,6 +1095,10 @@ async def _drive_batch(
     journal: SQLiteJournal,
     requests: Mapping[str, VideoRequest] | None,
     out_dir: Path,
+    *,
+    retry_failed: bool = False,
+    name: str | None = None,
+    budget_usd: float | None = None,
 ) -> tuple[list[BatchItem], float]:
     """Run (``requests``) or resume (``None``) a journaled batch with progress."""
     from .journal import SubmissionState
@@ -1059,7 +1115,14 @@ async def _drive_batch(
         with ProgressView(ctx.out, total, done=done_before) as view:
             unsubscribe = client.subscribe(view.event)
             try:
-                items = await client.resume(journal, download_to=out_dir, on_cancel=on_cancel)
+                items = await client.resume(
+                    journal,
+                    download_to=out_dir,
+                    on_cancel=on_cancel,
+                    retry_failed=retry_failed,
+                    name=name or "{task_id}.mp4",
+                    budget_usd=budget_usd,
+                )
             finally:
                 unsubscribe()
     else:
@@ -1073,6 +1136,9 @@ async def _drive_batch(
                     download_to=out_dir,
                     fail_fast=ctx.args.fail_fast,
                     on_cancel=on_cancel,
+                    retry_failed=retry_failed,
+                    name=name,
+                    budget_usd=budget_usd,
                 ) as results:
                     async for item in results:
                         view.item_done(item)
@@ -1093,10 +1159,13 @@ async def cmd_run(ctx: Context) -> int:
     a = ctx.args
     batch_file = Path(a.file)
     requests = await anyio.to_thread.run_sync(load_batch, batch_file)
-    if a.dry_run:
-        return _dry_run(ctx, requests)
     journal_path = Path(a.journal) if a.journal else _default_journal(batch_file)
+    name = _name_option(a.name)
+    budget = _budget_option(a.budget)
+    if a.dry_run:
+        return await _dry_run_checked(ctx, requests, journal_path, budget)
     out_dir = _absolute(a.out)
+    await _check_out(out_dir, "--out", several=True, folder=True)
     ctx.resume_hint = f"wanr2v resume --journal {journal_path}"
     client = ctx.client()
     async with client:
@@ -1108,12 +1177,23 @@ async def cmd_run(ctx: Context) -> int:
             await journal.set_meta("region", client.region)
             await journal.set_meta("time_scale", ctx.time_scale())
             await journal.set_meta("batch_file", str(_absolute(batch_file)))
-            await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
+            await journal.set_meta("name", name)
+            if budget is not None:
+                await journal.set_meta("budget_usd", budget)
             ctx.out.line(
                 f"{len(requests)} request(s) from {batch_file} → journal {journal_path} → "
                 f"{_show_path(out_dir)}/ ({client.base_url})"
             )
-            items, wall = await _drive_batch(ctx, client, journal, requests, out_dir)
+            items, wall = await _drive_batch(
+                ctx,
+                client,
+                journal,
+                requests,
+                out_dir,
+                retry_failed=a.retry_failed,
+                name=name,
+                budget_usd=budget,
+            )
             unfinished = await _unfinished(journal)
         return _batch_report(
             ctx,
@@ -1146,7 +1226,14 @@ async def _check_journal(
             )
 
 
-def _dry_run(ctx: Context, requests: Mapping[str, VideoRequest]) -> int:
+def _dry_run(
+    ctx: Context,
+    requests: Mapping[str, VideoRequest],
+    *,
+    problems: Sequence[str] = (),
+    budget: float | None = None,
+    already: float = 0.0,
+) -> int:
     rows = []
     total = 0.0
     for key, req in requests.items():
@@ -1164,10 +1251,29 @@ def _dry_run(ctx: Context, requests: Mapping[str, VideoRequest]) -> int:
         )
     ctx.out.table(["KEY", "MODEL", "SIZE", "SECONDS", "REFS", "USD (at most)"], rows)
     ctx.out.line(f"{len(rows)} request(s), at most {total:.2f} USD at the vendor's list prices")
+    if already:
+        ctx.out.line(f"the journal has {already:.2f} USD billed or committed already")
+    over = budget is not None and already + total > budget + 1e-9
+    if budget is not None:
+        verdict = (
+            f"over by {already + total - budget:.2f} USD: items past it will not be created"
+            if over
+            else f"within it ({budget - already - total:.2f} USD to spare)"
+        )
+        ctx.out.line(
+            f"budget {budget:.2f} USD: estimate {already + total:.2f} USD with the journal, "
+            f"{verdict}"
+        )
+    if not problems:
+        ctx.out.line("local checks passed: files, counts, sizes and region rules")
     ctx.out.emit(
         {
             "requests": {k: _request_json(r) for k, r in requests.items()},
             "estimated_cost_usd": round(total, 4),
+            "already_committed_usd": round(already, 4),
+            "budget_usd": budget,
+            "within_budget": None if budget is None else not over,
+            "problems": list(problems),
         }
     )
     return EXIT_OK
@@ -1199,13 +1305,27 @@ async def cmd_resume(ctx: Context) -> int:
         async with client:
             if a.out:
                 await journal.set_meta("out", str(out_dir))
-            await anyio.Path(out_dir).mkdir(parents=True, exist_ok=True)
+            await _check_out(out_dir, "--out", several=True, folder=True)
+            budget = _budget_option(a.budget)
+            if budget is None:
+                known = await journal.get_meta("budget_usd")
+                budget = float(known) if known is not None else None
+            name = await journal.get_meta("name") or "{task_id}.mp4"
             unfinished = await _unfinished(journal)
             ctx.out.line(
                 f"resuming {journal_path}: {unfinished} unfinished submission(s) → "
                 f"{_show_path(out_dir)}/ ({client.base_url})"
             )
-            items, wall = await _drive_batch(ctx, client, journal, None, out_dir)
+            items, wall = await _drive_batch(
+                ctx,
+                client,
+                journal,
+                None,
+                out_dir,
+                retry_failed=a.retry_failed,
+                name=name,
+                budget_usd=budget,
+            )
             unfinished = await _unfinished(journal)
             return _batch_report(
                 ctx,
@@ -1217,7 +1337,404 @@ async def cmd_resume(ctx: Context) -> int:
             )
 
 
+# --- batch options, checks and the journal command --------------------------------------
+
+ENV_LOG: Final = "WANR2V_LOG"
+DEFAULT_RUN_NAME: Final = "{key}.mp4"
+
+
+def _add_reach_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--name",
+        metavar="TEMPLATE",
+        default=DEFAULT_RUN_NAME,
+        help="video file names: {key}, {task_id}, {model} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the items that failed without creating a task (e.g. a missing file)",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="USD",
+        help="create no task that would take the batch over USD (estimated; what the "
+        "journal already billed included)",
+    )
+
+
+def _add_reach_resume_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also run again the items that failed without creating a task",
+    )
+    p.add_argument(
+        "--budget", metavar="USD", help="a spending cap (default: the one `run` was given)"
+    )
+
+
+def _add_journal_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser(
+        "journal",
+        help="look into a batch journal",
+        description="look into a batch journal",
+        formatter_class=formatter,
+    )
+    jsub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", required=True)
+    show = jsub.add_parser(
+        "show",
+        help="every item: state, task, status, cost, file or error",
+        description="every item of a journal: state, task, status, cost, file or error",
+        epilog="examples:\n  wanr2v journal show batch.db\n  wanr2v journal show batch.db "
+        "--json\n\n" + EXIT_CODES_HELP,
+        formatter_class=formatter,
+        parents=[_common(service=False)],
+    )
+    show.add_argument("journal", metavar="DB", help="the journal of `wanr2v run`")
+    show.set_defaults(handler=cmd_journal_show)
+
+
+def _setup_logging(out: Output, verbose: int) -> None:
+    """``-v`` / ``-vv`` or ``WANR2V_LOG``: the ``wanr2v`` logger to stderr, scrubbed.
+
+    Without either, only errors are logged: what goes wrong reaches the user as the
+    command's own message, not as a raw log line before it.
+    """
+    import logging
+
+    env = os.environ.get(ENV_LOG, "").strip().lower()
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+    if env and env not in levels:
+        out.warn(f"{ENV_LOG}={env!r} is not one of debug, info, warning; ignored.")
+    level = (
+        logging.DEBUG
+        if verbose >= 2
+        else logging.INFO
+        if verbose == 1
+        else levels.get(env, logging.ERROR)
+    )
+    if env in levels and verbose == 0:
+        level = levels[env]
+    logger = logging.getLogger("wanr2v")
+    for old in [h for h in logger.handlers if getattr(h, "_wanr2v_cli", False)]:
+        logger.removeHandler(old)
+
+    class Scrubbed(logging.Handler):
+        _wanr2v_cli = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                text = f"wanr2v: {record.levelname.lower()}: {record.getMessage()}"
+                print(out.scrub(text), file=out.stderr, flush=True)
+            except Exception:  # pragma: no cover - logging must never break a command
+                self.handleError(record)
+
+    handler = Scrubbed(level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _name_option(value: str) -> str:
+    from ._batch import check_name_template
+
+    try:
+        return check_name_template(value)
+    except ValueError as exc:
+        raise CliError(f"--name: {exc}") from None
+
+
+def _budget_option(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        budget = float(value)
+    except ValueError:
+        raise CliError(f"--budget: a sum in USD, like 20 or 7.5 (got {value!r}).") from None
+    if not (budget >= 0 and budget < float("inf")):
+        raise CliError(f"--budget: a sum in USD >= 0 (got {value!r}).")
+    return budget
+
+
+_FLAGS: Final = {
+    "model": "--model",
+    "input.prompt": "--prompt",
+    "input.negative_prompt": "--negative-prompt",
+    "input.reference_urls": "--ref",
+    "parameters.size": "--size",
+    "parameters.duration": "--duration",
+    "parameters.shot_type": "--shot-type",
+    "parameters.audio": "--audio",
+    "parameters.watermark": "--watermark",
+    "parameters.seed": "--seed",
+}
+
+
+def _flag_message(message: str) -> str:
+    """A request error in the words of ``submit``'s flags (``--ref #2``, ``--size``)."""
+    import re
+
+    m = re.match(r"^input\.reference_urls\[(\d+)\]", message)
+    if m:
+        return f"--ref #{int(m.group(1)) + 1}" + message[m.end() :]
+    for field, flag in sorted(_FLAGS.items(), key=lambda kv: -len(kv[0])):
+        if message.startswith(field):
+            return flag + message[len(field) :]
+    return message
+
+
+async def _check_out(
+    out: str | os.PathLike[str], flag: str, *, several: bool, folder: bool = False
+) -> None:
+    """The place videos go can be written, checked before anything is paid for.
+
+    A name ending in ``.mp4`` / ``.mov`` is a file (one task only); anything else is a
+    folder, created if missing.
+    """
+    import tempfile
+
+    path = _absolute(out)
+    is_file = (
+        not folder
+        and path.suffix.lower() in (".mp4", ".mov")
+        and not await anyio.Path(path).is_dir()
+    )
+    if is_file and several:
+        raise CliError(
+            f"{flag} {out}: a file name takes one task; give a folder for several videos."
+        )
+    target = path.parent if is_file else path
+    try:
+        await anyio.Path(target).mkdir(parents=True, exist_ok=True)
+
+        def probe() -> None:
+            with tempfile.TemporaryFile(dir=target):
+                pass
+
+        await anyio.to_thread.run_sync(probe)
+    except OSError as exc:
+        raise CliError(
+            f"{flag} {out}: cannot write videos in {_show_path(target)} "
+            f"({exc.strerror or exc}); pick another {flag}."
+        ) from None
+
+
+async def _dry_run_checked(
+    ctx: Context,
+    requests: Mapping[str, VideoRequest],
+    journal_path: Path,
+    budget: float | None,
+) -> int:
+    """``run --dry-run``: every local rule (files, counts, region), the cost, the budget."""
+    import httpx
+
+    from ._batch import _record_cost
+    from ._files import Uploader
+
+    problems: list[str] = []
+    try:
+        region, _url = _config.resolve_base_url(
+            getattr(ctx.args, "region", None), getattr(ctx.args, "base_url", None)
+        )
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    caps = _config.capabilities_for(region)
+
+    async def no_policy(model: str) -> Any:  # never called: nothing is uploaded
+        raise AssertionError("dry run")
+
+    async with httpx.AsyncClient() as http:
+        uploader = Uploader(http=http, get_policy=no_policy)
+        for key, req in requests.items():
+            refs = [os.fspath(r) for r in req.reference_urls]
+            try:
+                files = [
+                    await uploader._inspect(i, ref)
+                    for i, ref in enumerate(refs)
+                    if "://" not in ref or ref.startswith("file://")
+                ]
+                uploader._check_counts(refs, files)
+            except (InvalidRequestError, WanError) as exc:
+                problems.append(f"{key}: {_message(exc)}")
+                continue
+            from ._models import reference_kind
+
+            has_images = any(reference_kind(r) == "image" for r in refs) or any(
+                f.kind == "image" for f in files
+            )
+            why = caps.refusal(req.model, req.duration, has_images)
+            if why is not None:
+                problems.append(f"{key}: region {region}: {why}")
+    already = 0.0
+    if await anyio.Path(journal_path).exists():
+        journal = await _open_journal(ctx, journal_path, must_exist=True)
+        async with journal:
+            records = await journal.list()
+        already = sum(_record_cost(r) for r in records)
+    code = _dry_run(ctx, requests, problems=problems, budget=budget, already=already)
+    for problem in problems:
+        ctx.out.error(problem)
+    if problems:
+        ctx.out.error(
+            f"{len(problems)} item(s) would fail before anything is sent: fix them and run "
+            "--dry-run again."
+        )
+        return EXIT_USAGE
+    return code
+
+
+async def cmd_journal_show(ctx: Context) -> int:
+    """``wanr2v journal show DB``: every item with its state, task, cost, file or error."""
+    from ._batch import _record_cost
+
+    path = Path(ctx.args.journal)
+    journal = await _open_journal(ctx, path, must_exist=True)
+    async with journal:
+        records = await journal.list()
+        meta = {
+            k: await journal.get_meta(k)
+            for k in ("base_url", "region", "out", "name", "budget_usd", "batch_file")
+        }
+    rows = []
+    docs = []
+    total = 0.0
+    counts: dict[str, int] = {}
+    for rec in records:
+        cost = _record_cost(rec)
+        total += cost
+        counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        detail = rec.download_path or (
+            f"{rec.error_type or 'error'}: {rec.error_message or ''}".strip()
+            if rec.error_type or rec.error_message
+            else ""
+        )
+        rows.append(
+            [
+                rec.batch_key,
+                rec.state.value,
+                rec.task_id or "",
+                rec.status or "",
+                f"{cost:.3f}",
+                _show_path(detail) if rec.download_path else detail,
+            ]
+        )
+        docs.append(
+            {
+                "key": rec.batch_key,
+                "state": rec.state.value,
+                "task_id": rec.task_id,
+                "status": rec.status,
+                "cost_usd": cost,
+                "download_path": rec.download_path,
+                "error_type": rec.error_type,
+                "error_message": rec.error_message,
+                "updated_at": datetime.fromtimestamp(rec.updated_at, UTC).isoformat(),
+            }
+        )
+    where = meta.get("base_url") or "?"
+    ctx.out.line(f"journal {path} ({where}, region {meta.get('region') or '?'})")
+    ctx.out.table(
+        ["KEY", "STATE", "TASK", "STATUS", "USD", "FILE / ERROR"], rows, droppable=("TASK",)
+    )
+    states = " · ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    ctx.out.line(
+        f"{len(records)} item(s): {states or 'none'} · {total:.2f} USD billed or committed "
+        "(usage at list prices; estimates for tasks not finished)"
+    )
+    unfinished = sum(1 for r in records if not r.is_terminal)
+    if unfinished:
+        ctx.out.line(f"{unfinished} unfinished: wanr2v resume --journal {path}")
+    ctx.out.emit(
+        {
+            "journal": str(path),
+            "meta": meta,
+            "counts": counts,
+            "cost_usd": round(total, 4),
+            "items": docs,
+        }
+    )
+    return EXIT_OK
+
+
 # --- commands: emulator and demo ------------------------------------------------------
+
+_ENV_EMULATOR_CHILD: Final = "WANR2V_EMULATOR_CHILD"
+
+
+def _emulator_should_detach(ctx: Context) -> bool:
+    """``emulator --json`` writing into a pipe (``URL=$(wanr2v emulator --json | head -1)``)."""
+    import stat
+
+    if not ctx.args.json or os.environ.get(_ENV_EMULATOR_CHILD):
+        return False
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+    if not is_pipe or not hasattr(os, "fork"):
+        return False
+    try:  # only when launched as a program (the child is started with the same argv)
+        return bool(build_parser().parse_args(sys.argv[1:]).command == "emulator")
+    except SystemExit:
+        return False
+
+
+def _emulator_launcher(ctx: Context) -> int:
+    """Serve the emulator in a child process and relay its output; when the reader of
+    stdout goes away (``| head -1`` has its line), leave the emulator serving in the
+    background and return, so that ``$(...)`` does not hang. Its pid is in the JSON
+    line; stop it with ``kill PID``. Ctrl-C or SIGTERM here stop it too."""
+    import select
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "wanr2v", *sys.argv[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, _ENV_EMULATOR_CHILD: "1"},
+        start_new_session=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    sources = {child.stdout.fileno(): out_fd, child.stderr.fileno(): err_fd}
+    poller = select.poll()
+    for fd in sources:
+        poller.register(fd, select.POLLIN)
+    poller.register(out_fd, 0)  # POLLERR / POLLHUP only: the reader went away
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+
+    def detach() -> int:
+        ctx.out.warn(
+            f"the emulator goes on in the background (pid {child.pid}); stop it with: "
+            f"kill {child.pid}"
+        )
+        return EXIT_OK
+
+    try:
+        while sources:
+            for fd, events in poller.poll(500):
+                if fd == out_fd:
+                    if events & (select.POLLERR | select.POLLHUP):
+                        return detach()
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    poller.unregister(fd)
+                    del sources[fd]
+                    continue
+                try:
+                    os.write(sources[fd], data)
+                except BrokenPipeError:
+                    return detach()
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait(timeout=30)
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_emulator(ctx: Context) -> int:
@@ -1230,6 +1747,8 @@ def cmd_emulator(ctx: Context) -> int:
         config = config_from_args(a)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
+    if _emulator_should_detach(ctx):
+        return _emulator_launcher(ctx)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -1249,7 +1768,7 @@ def cmd_emulator(ctx: Context) -> int:
             )
             ctx.out.emit(
                 {"base_url": emu.base_url, "regions": regions, "seed": emu.seed}
-                | {"time_scale": a.time_scale},
+                | {"time_scale": a.time_scale, "pid": os.getpid()},
                 one_line=True,
             )
             try:
@@ -1362,6 +1881,13 @@ def _common(*, service: bool = True) -> argparse.ArgumentParser:
             "with --time-scale X); paces polling and rates to match (default 1)",
         )
     parent.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help=f"log what is sent and retried on stderr (-vv: debug); or {ENV_LOG}=info|debug",
+    )
     return parent
 
 
@@ -1418,7 +1944,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watermark", action=argparse.BooleanOptionalAction)
     p.add_argument("--seed", type=int)
     p.add_argument("--wait", action="store_true", help="wait for the task to end")
-    p.add_argument("--out", metavar="DIR", help="with --wait: save the video here")
+    p.add_argument(
+        "--out",
+        metavar="DIR_OR_FILE",
+        help="wait, then save the video here (a folder, or a file name ending in .mp4)",
+    )
     p.set_defaults(handler=cmd_submit)
 
     p = add(
@@ -1466,11 +1996,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "download",
-        "save succeeded tasks' videos ({task_id}.mp4)",
-        epilog="examples:\n  wanr2v download TASK_ID --out videos/\n\n" + EXIT_CODES_HELP,
+        "save succeeded tasks' videos ({task_id}.mp4, or a file name)",
+        epilog="examples:\n  wanr2v download TASK_ID --out videos/\n"
+        "  wanr2v download TASK_ID --out my-video.mp4\n\n" + EXIT_CODES_HELP,
     )
     p.add_argument("task_ids", nargs="+", metavar="TASK_ID")
-    p.add_argument("--out", metavar="DIR", default=".", help="folder (default: .)")
+    p.add_argument(
+        "--out",
+        metavar="DIR_OR_FILE",
+        default=".",
+        help="a folder (default: .), or a file name ending in .mp4 for one task",
+    )
     p.set_defaults(handler=cmd_download)
 
     p = add("run", "run a batch file (JSONL or TOML) through a journal", epilog=RUN_EPILOG)
@@ -1490,8 +2026,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on Ctrl-C, cancel tasks still PENDING (not billed) instead of leaving them",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="check the file and show the cost; send nothing"
+        "--dry-run",
+        action="store_true",
+        help="check the file, its local files and every local rule, and show the cost "
+        "(against --budget); send nothing",
     )
+    _add_reach_run_options(p)
     p.set_defaults(handler=cmd_run)
 
     p = add(
@@ -1505,7 +2045,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", metavar="DB", required=True, help="the journal of `wanr2v run`")
     p.add_argument("--out", metavar="DIR", help="video folder (default: the one remembered)")
     p.add_argument("--cancel-pending", action="store_true", help=argparse.SUPPRESS)
+    _add_reach_resume_options(p)
     p.set_defaults(handler=cmd_resume)
+    _add_journal_parser(sub, _Formatter)
 
     from .testing._cli import build_parser as emulator_parser
 

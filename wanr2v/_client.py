@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, overload
 
 import anyio
 import attrs
@@ -37,7 +38,18 @@ from ._exceptions import (
 )
 from ._http import ApiSession, RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits
-from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
+from ._models import (
+    ModelName,
+    Reference,
+    ShotType,
+    Size,
+    Task,
+    TaskResult,
+    TaskStatus,
+    TaskSummary,
+    VideoRequest,
+    keyword_hints,
+)
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
 from ._wire import (
     UploadPolicy,
@@ -113,7 +125,9 @@ class AsyncWanClient:
     Args:
         api_key: the key; default ``DASHSCOPE_API_KEY``.
         region: ``"beijing"`` (default), ``"singapore"`` or ``"virginia"``.
-        base_url: any base URL (wins over ``region``); default ``DASHSCOPE_HTTP_BASE_URL``.
+        base_url: any base URL (with ``region``, it names the region that host serves;
+            a vendor URL of another region is refused); default
+            ``DASHSCOPE_HTTP_BASE_URL`` when no ``region`` is passed either.
         workspace: sent as ``X-DashScope-WorkSpace``.
         timeout: seconds for one HTTP request.
         max_retries: retries of one safe request.
@@ -140,6 +154,11 @@ class AsyncWanClient:
             request a region cannot serve (virginia: ``wan2.6-r2v`` only, 5 or 10 s,
             no pictures) goes to one that can, or is refused before anything is sent.
             ``run_many(spread=True)`` spreads a batch over them, least loaded first.
+        time_scale: for tests against an emulator running this many times faster than
+            the service (``EmulatorConfig(time_scale=...)``, ``wanr2v emulator
+            --time-scale``): the account's rates, the poll spacing and the
+            reconciliation wait are scaled to match (explicit ``limits`` and
+            ``poll_policy`` are scaled too). The single switch for emulator users.
     """
 
     def __init__(
@@ -162,7 +181,16 @@ class AsyncWanClient:
         reconcile_settle: float = 15.0,
         allow_insecure: bool = False,
         regions: Mapping[str, str | RegionEndpoint] | None = None,
+        time_scale: float = 1.0,
     ) -> None:
+        if not (isinstance(time_scale, (int, float)) and time_scale > 0):
+            raise ConfigurationError(f"time_scale must be > 0, got {time_scale!r}.")
+        if time_scale != 1:
+            # An emulator running time_scale x faster: rates, polling and waits to match.
+            limits = (limits or Limits()).scaled(time_scale) if governor is None else limits
+            poll_policy = (poll_policy or PollPolicy()).scaled(time_scale)
+            reconcile_wait = reconcile_wait / time_scale
+        self.time_scale: float = float(time_scale)
         extra_regions = {
             name: spec if isinstance(spec, RegionEndpoint) else RegionEndpoint(api_key=spec)
             for name, spec in (regions or {}).items()
@@ -205,7 +233,7 @@ class AsyncWanClient:
         for name, spec in extra_regions.items():
             if name == self.region:
                 continue
-            _, url = _config.resolve_base_url(name, spec.base_url)
+            _, url = _config.resolve_base_url(name, spec.base_url, env=False)
             _check_scheme(url, allow_insecure)
             if url in self._sessions:
                 raise ConfigurationError(f"regions: {name!r} has the same base URL as another.")
@@ -268,6 +296,42 @@ class AsyncWanClient:
     def http(self) -> httpx.AsyncClient:
         """The underlying ``httpx.AsyncClient`` (carries no key in its defaults)."""
         return self._http
+
+    def with_options(self, *, timeout: float | None = None, max_retries: int | None = None) -> Self:
+        """This client with another request timeout or retry count, for one call::
+
+            await client.with_options(timeout=5, max_retries=0).fetch(task)
+
+        The copy shares everything else (HTTP connections, governor, poll scheduler,
+        journal claims) and needs no closing. The options apply to the API requests the
+        copy sends itself (create, fetch, cancel, list, upload policy); the polls of
+        ``wait`` go through the shared scheduler with the client's own settings.
+
+        Raises:
+            ConfigurationError: ``timeout`` not > 0 or ``max_retries`` < 0.
+        """
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
+        if max_retries is not None and max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}.")
+        other = copy.copy(self)
+        other._owns_http = False  # the original closes what it made
+        retry = (
+            self._retry
+            if max_retries is None
+            else attrs.evolve(self._retry, max_retries=max_retries)
+        )
+        other._retry = retry
+        sessions: dict[str, ApiSession] = {}
+        for url, session in self._sessions.items():
+            clone = copy.copy(session)  # shares the counters (dicts) and the governor
+            clone.retry = retry
+            if timeout is not None:
+                clone.timeout = timeout
+            sessions[url] = clone
+        other._sessions = sessions
+        other._session = sessions[self._session.base_url]
+        return other
 
     def _add_session(self, base_url: str, key: str, name: str, governor: Governor) -> ApiSession:
         self._keys[base_url] = key
@@ -336,7 +400,15 @@ class AsyncWanClient:
             )
         return eligible[0]
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError(
+                "This client is closed (its `async with` block ended, or aclose() was "
+                "called): make a new one."
+            )
+
     def _session_for(self, base_url: str | None) -> ApiSession:
+        self._check_open()
         if not base_url or base_url.rstrip("/") == self.base_url:
             return self._session
         base_url = base_url.rstrip("/")
@@ -349,23 +421,6 @@ class AsyncWanClient:
         return session
 
     # --- create -------------------------------------------------------------------------
-
-    def _build_request(
-        self, request: VideoRequest | None, fields: Mapping[str, Any]
-    ) -> VideoRequest:
-        if request is not None:
-            if fields:
-                raise TypeError(
-                    "Pass either a VideoRequest or keyword fields, not both "
-                    f"(got extra {', '.join(sorted(fields))})."
-                )
-            if not isinstance(request, VideoRequest):
-                raise TypeError(f"request must be a VideoRequest, got {type(request).__name__}.")
-            return request
-        try:
-            return VideoRequest(**fields)
-        except TypeError as exc:
-            raise TypeError(f"async_call: {exc}") from None
 
     async def prepare(
         self, request: VideoRequest, *, base_url: str | None = None
@@ -383,21 +438,37 @@ class AsyncWanClient:
             headers["X-DashScope-OssResourceResolve"] = "enable"
         return request_body(request, refs), headers
 
+    @keyword_hints
     async def async_call(
         self,
         request: VideoRequest | None = None,
         /,
         *,
+        model: ModelName | str | None = None,
+        prompt: str | None = None,
+        reference_urls: Sequence[Reference] | Reference | None = None,
+        negative_prompt: str | None = None,
+        size: Size | str | None = None,
+        duration: int | None = None,
+        shot_type: ShotType | str | None = None,
+        audio: bool | None = None,
+        watermark: bool | None = None,
+        seed: int | None = None,
+        prompt_extend: bool | None = None,
+        extra_input: Mapping[str, Any] | None = None,
+        extra_parameters: Mapping[str, Any] | None = None,
         submission_id: str | None = None,
         claimed: Callable[[], Any] | None = None,
         region: str | None = None,
-        **fields: Any,
     ) -> Task:
         """Create a task; return its handle (id, status, request id, where it lives).
 
         Takes a :class:`VideoRequest` or its fields as keywords (``model``, ``prompt``,
         ``reference_urls``, ``negative_prompt``, ``size``, ``duration``, ``shot_type``,
-        ``audio``, ``watermark``, ``seed``, ``extra_input``, ``extra_parameters``).
+        ``audio``, ``watermark``, ``seed``, ``prompt_extend``, ``extra_input``,
+        ``extra_parameters``; see :class:`VideoRequest` for their limits). A misspelt
+        keyword is a type error under ``mypy`` and a ``TypeError`` naming the closest
+        valid one at run time.
 
         The create is re-sent only when the service provably made nothing: no
         connection, or a 429 / 503 answer. When the answer is lost after the request
@@ -415,7 +486,25 @@ class AsyncWanClient:
             SubmitOutcomeUnknownError: a task may or may not exist.
             APIError: the service refused the create.
         """
-        req = self._build_request(request, fields)
+        req = _build_request(
+            "async_call",
+            request,
+            dict(
+                model=model,
+                prompt=prompt,
+                reference_urls=reference_urls,
+                negative_prompt=negative_prompt,
+                size=size,
+                duration=duration,
+                shot_type=shot_type,
+                audio=audio,
+                watermark=watermark,
+                seed=seed,
+                prompt_extend=prompt_extend,
+                extra_input=extra_input,
+                extra_parameters=extra_parameters,
+            ),
+        )
         session = self.route(req, region)
         body, headers = await self.prepare(req, base_url=session.base_url)
         return await self.submit_body(
@@ -687,17 +776,57 @@ class AsyncWanClient:
             raise_for_status(result)
         return result
 
+    @keyword_hints
     async def call(
         self,
         request: VideoRequest | None = None,
         /,
         *,
+        model: ModelName | str | None = None,
+        prompt: str | None = None,
+        reference_urls: Sequence[Reference] | Reference | None = None,
+        negative_prompt: str | None = None,
+        size: Size | str | None = None,
+        duration: int | None = None,
+        shot_type: ShotType | str | None = None,
+        audio: bool | None = None,
+        watermark: bool | None = None,
+        seed: int | None = None,
+        prompt_extend: bool | None = None,
+        extra_input: Mapping[str, Any] | None = None,
+        extra_parameters: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         region: str | None = None,
-        **fields: Any,
     ) -> TaskResult:
-        """Create a task and wait for it, holding one of the governor's task slots."""
-        req = self._build_request(request, fields)
+        """Create a task and wait for it, holding one of the governor's task slots.
+
+        Takes the keywords of :meth:`async_call` (or a :class:`VideoRequest`);
+        ``timeout`` bounds the wait (:class:`WaitTimeoutError`, the task goes on).
+
+        Raises:
+            TaskFailedError: FAILED (``code`` and ``message`` say why).
+            TaskCanceledError, TaskNotFoundError: the other bad ends.
+            InvalidRequestError, SubmitOutcomeUnknownError, APIError: as :meth:`async_call`.
+        """
+        req = _build_request(
+            "call",
+            request,
+            dict(
+                model=model,
+                prompt=prompt,
+                reference_urls=reference_urls,
+                negative_prompt=negative_prompt,
+                size=size,
+                duration=duration,
+                shot_type=shot_type,
+                audio=audio,
+                watermark=watermark,
+                seed=seed,
+                prompt_extend=prompt_extend,
+                extra_input=extra_input,
+                extra_parameters=extra_parameters,
+            ),
+        )
         session = self.route(req, region)
         async with session.governor.task_slot():
             task = await self.async_call(req, region=self._names[session.base_url])
@@ -791,6 +920,9 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Run many requests at once under the governor; outcomes in input order.
 
@@ -805,6 +937,15 @@ class AsyncWanClient:
                 running; ``"cancel_pending"`` cancels those still PENDING.
             spread: spread the items over every configured region that can serve
                 them, least loaded first.
+            retry_failed: run again the journal's items that failed without creating a
+                task (a missing reference file, a budget stop); a task that failed on
+                the service is never re-created.
+            name: the file name template of the videos in ``download_to``: ``{key}``,
+                ``{task_id}``, ``{model}``; default ``{key}.mp4`` for a mapping of
+                requests, ``{task_id}.mp4`` for a list.
+            budget_usd: a spending cap: no task is created whose estimated cost would
+                take the batch (what the journal's tasks billed or may bill included)
+                over it; those items end with :class:`BudgetExceededError`.
         """
         runner = BatchRunner(
             self,
@@ -813,6 +954,9 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
         )
         return await runner.run(requests)
 
@@ -825,6 +969,9 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        retry_failed: bool = False,
+        name: str | None = None,
+        budget_usd: float | None = None,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """Like :meth:`run_many`, yielding each outcome as it completes::
 
@@ -839,6 +986,9 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
         )
         return runner.as_completed(requests)
 
@@ -848,10 +998,24 @@ class AsyncWanClient:
         *,
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
+        retry_failed: bool = False,
+        name: str = "{task_id}.mp4",
+        budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Finish a journaled batch after a crash: poll the tasks it knows, reconcile
-        creates whose answer was lost (never re-sending one that exists), download."""
-        runner = BatchRunner(self, journal=journal, download_to=download_to, on_cancel=on_cancel)
+        creates whose answer was lost (never re-sending one that exists), download.
+
+        ``retry_failed``, ``name`` and ``budget_usd`` as for :meth:`run_many`.
+        """
+        runner = BatchRunner(
+            self,
+            journal=journal,
+            download_to=download_to,
+            on_cancel=on_cancel,
+            retry_failed=retry_failed,
+            name=name,
+            budget_usd=budget_usd,
+        )
         return await runner.resume()
 
     # --- files --------------------------------------------------------------------------
@@ -884,28 +1048,98 @@ class AsyncWanClient:
             self._downloader = Downloader(http=self._http)
         return self._downloader
 
-    async def download(self, task: TaskLike, dest: str | os.PathLike[str] = ".") -> Path:
-        """Stream a succeeded task's video to ``dest`` (a file, or a folder: ``{task_id}.mp4``).
+    async def upload(
+        self, path: str | os.PathLike[str], *, model: ModelName | str, region: str | None = None
+    ) -> str:
+        """Upload a local file to the vendor's temporary storage; return its ``oss://`` URL.
 
-        A temporary file, then an atomic rename; a dropped connection resumes with
-        ``Range``; an expired URL is refreshed by fetching the task again.
+        The URL can be passed as a reference to any request for the same ``model`` in the
+        same region for 48 hours (the storage's life); the same content is uploaded once
+        per client. Requests that carry such a URL get the
+        ``X-DashScope-OssResourceResolve`` header for you.
+
+        Raises:
+            InvalidRequestError: the file is missing, unreadable, too large or not a
+                picture or video the service takes.
+            APIError, TransportError: the policy or upload host refused or was unreachable.
+        """
+        ref = os.fspath(path)
+        if ref.startswith(("http://", "https://", "oss://")):
+            raise InvalidRequestError(f"upload: {ref!r} is already a URL; pass a local file.")
+        request = VideoRequest(model=model, prompt="upload", reference_urls=[ref])
+        session = self._session if region is None else self.session_for_region(region)
+        refs, _ = await self._get_uploader(session.base_url).resolve(request)
+        return refs[0]
+
+    @overload
+    async def download(self, task: TaskLike, dest: str | os.PathLike[str] = ".") -> Path: ...
+
+    @overload
+    async def download(self, task: TaskLike, dest: BinaryIO) -> int: ...
+
+    async def download(
+        self, task: TaskLike, dest: str | os.PathLike[str] | BinaryIO = "."
+    ) -> Path | int:
+        """Save a succeeded task's video to ``dest``.
+
+        ``dest`` is a folder (the file is ``{task_id}.mp4``), a file name (a path with
+        an extension, such as ``my-video.mp4``), or a binary file-like object (anything
+        with ``write``: an open file, ``io.BytesIO``), which gets the bytes from its
+        current position and is neither flushed nor closed; then the number of bytes
+        written is returned.
+
+        To a path: a temporary file, then an atomic rename; a dropped connection
+        resumes with ``Range``; an expired URL is refreshed by fetching the task again.
+        To a file-like object: the same retries; the rare restart from byte 0 (a host
+        that ignores ``Range``) needs a seekable object.
 
         Raises:
             ResultExpiredError: the URL expired and the task id is gone too.
             DownloadError: the video could not be saved.
         """
-        if isinstance(task, TaskResult) and task.video_url:
-            result = task
-        else:
-            result = await self.fetch(task)
-            raise_for_status(result)
-
-        async def refresh(old: TaskResult) -> TaskResult:
-            fresh = await self._fetch(old.task_id, old.base_url, priority=-math.inf)
-            return fresh
-
-        path: Path = await self._get_downloader().download(result, Path(dest), refresh=refresh)
+        self._check_open()
+        result = await self._downloadable(task)
+        if not isinstance(dest, (str, os.PathLike)):
+            if not hasattr(dest, "write"):
+                raise TypeError(
+                    f"download: dest must be a path or a binary file object, got "
+                    f"{type(dest).__name__}."
+                )
+            return await self._get_downloader().to_file(result, dest, refresh=self._refresh)
+        path: Path = await self._get_downloader().download(
+            result, Path(dest), refresh=self._refresh
+        )
         return path
+
+    def stream_video(self, task: TaskLike) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """The video's bytes as they arrive, without touching the disk::
+
+            async with client.stream_video(result) as chunks:
+                async for chunk in chunks:
+                    sink.write(chunk)
+
+        A dropped connection resumes with ``Range`` and an expired URL is refreshed, as
+        for :meth:`download`; a host that forces a restart after bytes were handed out
+        raises :class:`DownloadError` (they cannot be taken back).
+        """
+        return self._stream_video(task)
+
+    @asynccontextmanager
+    async def _stream_video(self, task: TaskLike) -> AsyncIterator[AsyncIterator[bytes]]:
+        self._check_open()
+        result = await self._downloadable(task)
+        async with self._get_downloader().stream(result, refresh=self._refresh) as chunks:
+            yield chunks
+
+    async def _downloadable(self, task: TaskLike) -> TaskResult:
+        if isinstance(task, TaskResult) and task.video_url:
+            return task
+        result = await self.fetch(task)
+        raise_for_status(result)
+        return result
+
+    async def _refresh(self, old: TaskResult) -> TaskResult:
+        return await self._fetch(old.task_id, old.base_url, priority=-math.inf)
 
     # --- observation --------------------------------------------------------------------
 
@@ -942,6 +1176,27 @@ class AsyncWanClient:
                 self._names[url]: s.governor.statistics() for url, s in self._sessions.items()
             },
         )
+
+
+def _build_request(
+    where: str, request: VideoRequest | None, fields: Mapping[str, Any]
+) -> VideoRequest:
+    given = {k: v for k, v in fields.items() if v is not None}
+    if request is not None:
+        if given:
+            raise TypeError(
+                f"{where}: pass either a VideoRequest or keyword fields, not both "
+                f"(got extra {', '.join(sorted(given))})."
+            )
+        if not isinstance(request, VideoRequest):
+            raise TypeError(
+                f"{where}: request must be a VideoRequest, got {type(request).__name__}."
+            )
+        return request
+    # The required fields go through even when None: the request's own check names the
+    # one missing (InvalidRequestError, nothing sent), as VideoRequest(...) does.
+    required = {name: fields.get(name) for name in ("model", "prompt", "reference_urls")}
+    return VideoRequest(**{**given, **required})
 
 
 def raise_for_status(result: TaskResult) -> TaskResult:

@@ -3,8 +3,13 @@
 Every environment variable wanr2v reads is named here (see docs/configuration.md):
 
 - ``DASHSCOPE_API_KEY``: the API key when none is passed.
-- ``DASHSCOPE_HTTP_BASE_URL``: a base URL override (wins over ``region``).
+- ``DASHSCOPE_HTTP_BASE_URL``: the base URL when neither ``base_url=`` nor ``region=``
+  is passed.
 - ``DASHSCOPE_REGION``: the default region when none is passed.
+
+What is passed explicitly wins over the environment; a contradiction that cannot be
+settled (a region and a URL of another region) raises :class:`ConfigurationError`
+naming both (see :func:`resolve_base_url`).
 """
 
 from __future__ import annotations
@@ -87,28 +92,106 @@ def resolve_api_key(api_key: str | None) -> str:
     return key.strip()
 
 
-def resolve_base_url(region: str | None, base_url: str | None) -> tuple[str, str]:
-    """Return ``(region_name, base_url)``; ``base_url`` (or its env var) wins over region.
+def region_of_url(url: str) -> str | None:
+    """The vendor region whose base URL ``url`` is, or ``None`` for any other host."""
+    url = url.rstrip("/")
+    return next((r for r, u in REGION_BASE_URLS.items() if u == url), None)
 
-    The region name is kept even with a custom base URL, since a task id lives only in
-    the region that created it; a custom URL with no region is called ``"custom"``.
-    """
-    url = base_url if base_url is not None else os.environ.get(ENV_BASE_URL)
-    name = region if region is not None else os.environ.get(ENV_REGION)
-    if name is not None and name not in REGION_BASE_URLS and url is None:
-        known = ", ".join(sorted(REGION_BASE_URLS))
+
+def _check_api_path(url: str, where: str) -> None:
+    """Refuse a base URL that cannot be DashScope's API root (its ``/api/v1`` missing)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rstrip("/")
+    vendor_hosts = {urllib.parse.urlsplit(u).netloc for u in REGION_BASE_URLS.values()}
+    if not path or (parts.netloc in vendor_hosts and path != "/api/v1"):
+        fixed = f"{parts.scheme}://{parts.netloc}/api/v1"
         raise ConfigurationError(
-            f"Unknown region {name!r}: use one of {known}, or pass base_url=... for any other host."
+            f"{where} {url!r} lacks the API path: DashScope's API lives under /api/v1 "
+            f"(e.g. {fixed!r})."
         )
-    if url is None:
-        name = name or DEFAULT_REGION
-        url = REGION_BASE_URLS[name]
-    else:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}.")
-        if name is None:
-            name = next((r for r, u in REGION_BASE_URLS.items() if u == url.rstrip("/")), "custom")
-    return name, url.rstrip("/")
+
+
+def resolve_base_url(
+    region: str | None, base_url: str | None, *, env: bool = True
+) -> tuple[str, str]:
+    """Return ``(region_name, base_url)``: what is passed wins over the environment.
+
+    - ``base_url=`` wins over everything; with ``region=`` too, it names the region a
+      custom host serves (a task id lives only in the region that created it). A
+      vendor URL of another region than ``region=`` is a contradiction: refused.
+    - ``region=`` alone wins over ``DASHSCOPE_HTTP_BASE_URL`` when that is a vendor URL
+      (of any region); a custom URL there cannot be judged, so the disagreement is
+      refused, naming both.
+    - Without either: ``DASHSCOPE_HTTP_BASE_URL``, labelled by ``DASHSCOPE_REGION``
+      (refused if they name different vendor regions), else ``DASHSCOPE_REGION``'s URL,
+      else beijing.
+
+    ``env=False`` reads no environment variable (the extra regions of a client).
+
+    Raises:
+        ConfigurationError: an unknown region, a URL without ``http(s)://`` or without
+            the ``/api/v1`` path, or a region and a base URL that disagree.
+    """
+    env_url = os.environ.get(ENV_BASE_URL) if env else None
+    env_region = os.environ.get(ENV_REGION) if env else None
+    env_url = env_url.strip() or None if env_url is not None else None
+    env_region = env_region.strip() or None if env_region is not None else None
+    known = ", ".join(sorted(REGION_BASE_URLS))
+    for name, where in ((region, "region"), (env_region, ENV_REGION)):
+        if name is not None and name not in REGION_BASE_URLS and base_url is None:
+            if where == ENV_REGION and region is not None:
+                continue  # the explicit region wins
+            if where == ENV_REGION and env_url is not None:
+                continue  # a label for a custom host
+            raise ConfigurationError(
+                f"Unknown {where} {name!r}: use one of {known}, or pass base_url=... "
+                "for any other host."
+            )
+    for url, where in ((base_url, "base_url"), (env_url, ENV_BASE_URL)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{where} must start with http:// or https://, got {url!r}.")
+
+    if base_url is not None:
+        url = base_url.rstrip("/")
+        _check_api_path(url, "base_url")
+        vendor = region_of_url(url)
+        if region is not None and vendor is not None and vendor != region:
+            raise ConfigurationError(
+                f"region={region!r} and base_url={url!r} disagree: that URL is {vendor}'s. "
+                "Pass one of them."
+            )
+        name = region or vendor or env_region
+        return name or "custom", url
+
+    if region is not None:
+        if env_url is not None:
+            url = env_url.rstrip("/")
+            vendor = region_of_url(url)
+            if vendor is None and url != REGION_BASE_URLS.get(region):
+                raise ConfigurationError(
+                    f"region={region!r} disagrees with {ENV_BASE_URL}={url!r}: which one "
+                    f"should be used? Pass base_url=... (with region=... to name the region "
+                    f"that host serves), or unset {ENV_BASE_URL}."
+                )
+        if region not in REGION_BASE_URLS:  # unreachable: checked above
+            raise ConfigurationError(f"Unknown region {region!r}: use one of {known}.")
+        return region, REGION_BASE_URLS[region]
+
+    if env_url is not None:
+        url = env_url.rstrip("/")
+        _check_api_path(url, ENV_BASE_URL)
+        vendor = region_of_url(url)
+        if env_region is not None and vendor is not None and vendor != env_region:
+            raise ConfigurationError(
+                f"{ENV_REGION}={env_region!r} and {ENV_BASE_URL}={url!r} disagree: that URL "
+                f"is {vendor}'s. Unset one of them."
+            )
+        return env_region or vendor or "custom", url
+
+    name = env_region or DEFAULT_REGION
+    return name, REGION_BASE_URLS[name]
 
 
 def mask_key(key: str) -> str:

@@ -31,6 +31,7 @@ import stat
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -825,6 +826,80 @@ class Downloader:
             self._completed += 1
             return path
 
+    async def to_file(
+        self, result: TaskResult, fh: IO[bytes], *, refresh: Refresh | None = None
+    ) -> int:
+        """Write ``result``'s video into a binary file-like object; return the bytes written.
+
+        Same retries as :meth:`download`; the object is neither flushed nor closed. A
+        restart from byte 0 (a host ignoring ``Range``) seeks back to where it started.
+        """
+        async with self._limiter:
+            start = fh.tell() if _seekable(fh) else 0
+            sink = _Offset(fh, start)
+            try:
+                if not result.video_url:
+                    result = await self._refreshed(result, refresh, "is missing from the result")
+                try:
+                    await self._transfer(result, sink, refresh)  # type: ignore[arg-type]
+                except BaseExceptionGroup as group:
+                    err = _single_error(group)
+                    if err is None:
+                        raise
+                    raise err from err.__cause__
+            except OSError as exc:
+                self._failed += 1
+                raise DownloadError(
+                    f"Cannot write the video of task {result.task_id}: {exc.strerror or exc}.",
+                    task_id=result.task_id,
+                ) from exc
+            except BaseException:
+                self._failed += 1
+                raise
+            self._completed += 1
+            return sink.written
+
+    @asynccontextmanager
+    async def stream(
+        self, result: TaskResult, *, refresh: Refresh | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """``result``'s video as an async iterator of byte chunks (nothing on disk).
+
+        Raises (while iterating):
+            DownloadError: the host forced a restart after bytes were handed out.
+        """
+        if not result.video_url:
+            result = await self._refreshed(result, refresh, "is missing from the result")
+        send, receive = anyio.create_memory_object_stream[list[bytes] | str](max_buffer_size=2)
+        task_id = result.task_id
+
+        async def produce() -> None:
+            async with send:
+                await self._fetch(result, send, refresh)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            given = 0
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, str):
+                        if given:
+                            raise DownloadError(
+                                f"The video host restarted the video of task {task_id} after "
+                                f"{given} bytes were streamed; download it again.",
+                                task_id=task_id,
+                            )
+                        continue
+                    for chunk in item:
+                        given += len(chunk)
+                        yield chunk
+
+        async with self._limiter, anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            try:
+                yield chunks()
+            finally:
+                tg.cancel_scope.cancel()
+
     async def _download(
         self, result: TaskResult, dest: str | os.PathLike[str], refresh: Refresh | None
     ) -> Path:
@@ -1108,6 +1183,36 @@ class Downloader:
         state.validator = None
         if count:
             self._restarts += 1
+
+
+def _seekable(fh: IO[bytes]) -> bool:
+    try:
+        return bool(fh.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Offset:
+    """A caller's file-like object seen by the writer: a restart goes back to its start."""
+
+    def __init__(self, fh: IO[bytes], start: int) -> None:
+        self._fh = fh
+        self._start = start
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if not _seekable(self._fh):
+            raise OSError("the download had to restart, and the file object is not seekable")
+        self.written = 0
+        return self._fh.seek(self._start + offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._fh.truncate()
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -101,6 +101,23 @@ def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
     return err
 
 
+def _explain(status: int, message: str | None, base_url: str, kind: str) -> str | None:
+    """The service's words, plus what a user can do about a refused key or a wrong URL."""
+    host = httpx.URL(base_url).host
+    if status == 401:
+        return (
+            f"{message or 'Unauthorized'} (sent to {host}): an API key belongs to one region; "
+            "check that DASHSCOPE_API_KEY is a key of this host's region, or pick the "
+            "region of your key (region=... / --region)."
+        )
+    if status == 404 and kind != "query" and not base_url.endswith("/api/v1"):
+        return (
+            f"{message or 'Not found'} (from {base_url}): is the base URL right? "
+            "DashScope's API lives under /api/v1."
+        )
+    return message
+
+
 class ApiSession:
     """Sends API requests for one key and base URL, through a governor.
 
@@ -135,6 +152,8 @@ class ApiSession:
         self.rate_limited: int = 0
         self.server_clock: tuple[float, float] | None = None
         """``(local UNIX time, server UNIX time)`` from the last answer's ``Date`` header."""
+        self.timeout: float | None = None
+        """Seconds for one request instead of the HTTP client's (``with_options``)."""
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
@@ -203,7 +222,14 @@ class ApiSession:
                             await before_send()
                         self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
                         resp = await self.http.request(
-                            method, url, json=json, params=params, headers=hdrs
+                            method,
+                            url,
+                            json=json,
+                            params=params,
+                            headers=hdrs,
+                            timeout=(
+                                httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout
+                            ),
                         )
             except httpx.HTTPError as exc:
                 err = translate(exc, method=method, url=url)
@@ -263,6 +289,7 @@ class ApiSession:
                 self.rate_limited += 1
                 self.governor.throttled(kind, retry_after)
             allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
+            message = _explain(status, message, self.base_url, kind)
             error: APIError = error_for(
                 status, code, message, request_id=rid, task_id=task_id, retry_after=retry_after
             )

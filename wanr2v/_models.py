@@ -6,14 +6,17 @@ The wire shapes (``model`` / ``input`` / ``parameters``) are built and parsed in
 
 from __future__ import annotations
 
+import difflib
 import enum
+import functools
+import inspect
 import os
 import posixpath
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, ParamSpec, TypeAlias, TypeVar
 
 import attrs
 
@@ -28,8 +31,80 @@ __all__ = [
     "Usage",
     "Reference",
     "FINAL_STATUSES",
+    "ModelName",
+    "ShotType",
+    "Size",
     "reference_kind",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ModelName: TypeAlias = Literal["wan2.6-r2v", "wan2.6-r2v-flash"]
+"""The model names this version knows (any other string is still accepted: a model the
+vendor adds later works without a new release; the service judges it)."""
+ShotType: TypeAlias = Literal["single", "multi"]
+Size: TypeAlias = Literal[
+    "1280*720",
+    "720*1280",
+    "960*960",
+    "1088*832",
+    "832*1088",
+    "1920*1080",
+    "1080*1920",
+    "1440*1440",
+    "1632*1248",
+    "1248*1632",
+]
+"""The sizes the service offers (``"W*H"``)."""
+
+
+def closest(name: str, valid: Sequence[str]) -> str | None:
+    """The valid name closest to a misspelt one, or ``None`` when none is close."""
+    found = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_keywords(where: str, given: Sequence[str], valid: Sequence[str]) -> None:
+    """Raise ``TypeError`` for a keyword not in ``valid``, naming the closest valid one."""
+    for name in given:
+        if name in valid:
+            continue
+        hint = closest(name, valid)
+        advice = f"did you mean {hint!r}?" if hint else f"valid: {', '.join(sorted(valid))}."
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}; {advice}")
+
+
+def keyword_hints(fn: Callable[P, R]) -> Callable[P, R]:
+    """Make a misspelt keyword a ``TypeError`` naming the closest valid one.
+
+    The signature seen by type checkers is unchanged (a misspelt keyword is a type
+    error there already); at run time the message says what was meant.
+    """
+    sig = inspect.signature(fn)
+    valid = tuple(
+        n
+        for n, p in sig.parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
+    )
+    where = fn.__qualname__
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            check_keywords(where, tuple(kwargs), valid)
+            return await fn(*args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        check_keywords(where, tuple(kwargs), valid)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
 
 IMAGE_EXTENSIONS: Final = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
 VIDEO_EXTENSIONS: Final = frozenset({".mp4", ".mov"})
@@ -126,8 +201,12 @@ def _mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 class VideoRequest:
     """One reference-to-video request, checked against the service's documented limits.
 
+    Every parameter is a keyword; a misspelt one is a type error under ``mypy`` and a
+    ``TypeError`` naming the closest valid one at run time.
+
     Args:
-        model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"``.
+        model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"`` (typed as :data:`ModelName`;
+            another name is accepted for models the vendor adds later).
         prompt: up to 1500 characters (the service cuts longer text silently); name the
             subjects ``character1`` … ``character5`` in the order of ``reference_urls``.
         reference_urls: 1–5 references (at most 5 images, 3 videos): ``http(s)://`` or
@@ -139,6 +218,8 @@ class VideoRequest:
         audio: flash only; ``False`` for a silent video (the service's default is sound).
         watermark: add the vendor's watermark.
         seed: 0–2147483647.
+        prompt_extend: let the service rewrite the prompt (sent as
+            ``parameters.prompt_extend`` only when set).
         extra_input: fields added to ``input`` as they are (for fields the service adds later).
         extra_parameters: fields added to ``parameters`` as they are.
 
@@ -146,16 +227,17 @@ class VideoRequest:
         InvalidRequestError: naming the field and what to change.
     """
 
-    model: str
+    model: ModelName | str
     prompt: str
     reference_urls: tuple[Reference, ...] = attrs.field(converter=_refs_converter)
     negative_prompt: str | None = None
-    size: str | None = None
+    size: Size | str | None = None
     duration: int | None = None
-    shot_type: str | None = None
+    shot_type: ShotType | str | None = None
     audio: bool | None = None
     watermark: bool | None = None
     seed: int | None = None
+    prompt_extend: bool | None = None
     extra_input: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
     extra_parameters: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 
@@ -238,6 +320,8 @@ class VideoRequest:
             raise bad("parameters.audio", f"True or False, got {self.audio!r}.")
         if self.watermark is not None and not isinstance(self.watermark, bool):
             raise bad("parameters.watermark", f"True or False, got {self.watermark!r}.")
+        if self.prompt_extend is not None and not isinstance(self.prompt_extend, bool):
+            raise bad("parameters.prompt_extend", f"True or False, got {self.prompt_extend!r}.")
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)
@@ -255,6 +339,20 @@ class VideoRequest:
         """720 or 1080, from ``size`` (the service default is 1080P)."""
         return 720 if self.size in SIZES_720P else 1080
 
+    def rate_usd_per_second(self, resolution: int | None = None) -> float:
+        """The list price of one billed second (protocol.md, pricing), in USD.
+
+        Args:
+            resolution: 720 or 1080 (default: this request's).
+        """
+        res = resolution if resolution is not None else self.resolution
+        flash = self.model.endswith("flash")
+        if not flash:
+            return 0.10 if res == 720 else 0.15
+        if self.audio is False:
+            return 0.025 if res == 720 else 0.0375
+        return 0.05 if res == 720 else 0.075
+
     def estimated_cost_usd(self) -> float:
         """Upper estimate at the vendor's list prices (protocol.md, pricing).
 
@@ -265,14 +363,35 @@ class VideoRequest:
         n = len(self.reference_urls)
         videos = sum(reference_kind(os.fspath(r)) == "video" for r in self.reference_urls)
         seconds = out + (5.0 / n) * videos
-        flash = self.model.endswith("flash")
-        if not flash:
-            rate = 0.10 if self.resolution == 720 else 0.15
-        elif self.audio is False:
-            rate = 0.025 if self.resolution == 720 else 0.0375
-        else:
-            rate = 0.05 if self.resolution == 720 else 0.075
-        return round(seconds * rate, 4)
+        return round(seconds * self.rate_usd_per_second(), 4)
+
+    def billed_cost_usd(self, usage: Usage | None) -> float | None:
+        """What a succeeded task of this request cost, from its ``usage`` (billed
+        seconds at the list price of its resolution); ``None`` when usage says nothing."""
+        if usage is None:
+            return None
+        seconds = usage.duration
+        if seconds is None and usage.output_video_duration is not None:
+            seconds = usage.output_video_duration + (usage.input_video_duration or 0)
+        if seconds is None:
+            return None
+        resolution = usage.sr if usage.sr in (720, 1080) else None
+        return round(float(seconds) * self.rate_usd_per_second(resolution), 4)
+
+
+def _with_keyword_hints(cls: type[VideoRequest]) -> None:
+    init = cls.__init__
+    valid = tuple(a.name for a in attrs.fields(cls))
+
+    @functools.wraps(init)
+    def __init__(self: VideoRequest, *args: Any, **kwargs: Any) -> None:
+        check_keywords("VideoRequest", tuple(kwargs), valid)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+_with_keyword_hints(VideoRequest)
 
 
 @attrs.frozen(kw_only=True)

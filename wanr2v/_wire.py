@@ -157,7 +157,7 @@ def request_body(req: VideoRequest, references: list[str] | None = None) -> dict
     inp["reference_urls"] = list(refs)
     inp.update(req.extra_input)
     params: dict[str, Any] = {}
-    for name in ("size", "duration", "shot_type", "audio", "watermark", "seed"):
+    for name in ("size", "duration", "shot_type", "audio", "watermark", "seed", "prompt_extend"):
         value = getattr(req, name)
         if value is not None:
             params[name] = value
