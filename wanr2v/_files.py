@@ -740,6 +740,9 @@ class Downloader:
         backoff: seconds before the first retry, doubled each time (jittered).
         chunk_size: bytes gathered before one write to disk.
         fsync: flush the file to stable storage before the rename.
+        max_bytes: cap of one video (``None``: none). A host announcing more, or
+            sending more, gets :class:`DownloadError` at once (not retried), and the
+            partial file is removed: an endless body cannot fill the disk.
     """
 
     def __init__(
@@ -751,6 +754,7 @@ class Downloader:
         backoff: float = DEFAULT_BACKOFF,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         fsync: bool = True,
+        max_bytes: int | None = None,
     ) -> None:
         if max_concurrency < 1 or max_attempts < 1 or chunk_size < 1:
             raise ValueError("max_concurrency, max_attempts and chunk_size must be >= 1")
@@ -760,6 +764,7 @@ class Downloader:
         self._backoff = backoff
         self._chunk_size = chunk_size
         self._fsync = fsync
+        self._max_bytes = max_bytes
         self._completed = 0
         self._failed = 0
         self._bytes = 0
@@ -1027,6 +1032,7 @@ class Downloader:
                 if state.written:
                     await self._restart(state, sink)  # the host ignored Range: start over
                 state.total = _content_length(response)
+                self._check_size(state.total, request.url)
                 etag = response.headers.get("ETag")
                 if etag and not etag.startswith("W/"):
                     state.validator = etag
@@ -1059,6 +1065,7 @@ class Downloader:
         chunks = response.aiter_bytes() if decoded else response.aiter_raw()
         try:
             async for chunk in chunks:
+                self._check_size(state.written + size + len(chunk), response.url)
                 if state.total is not None and state.written + size + len(chunk) > state.total:
                     raise DownloadError(
                         f"The video host sent more than the {state.total} bytes it announced "
@@ -1086,6 +1093,13 @@ class Downloader:
                 await self._restart(state, sink, count=False)
             return "retry"
         return "done"
+
+    def _check_size(self, size: int | None, url: httpx.URL) -> None:
+        if self._max_bytes is not None and size is not None and size > self._max_bytes:
+            raise DownloadError(
+                f"The video at {_redact(url)} is larger than max_video_bytes="
+                f"{self._max_bytes}; the download was stopped and its partial file removed."
+            )
 
     async def _restart(
         self,

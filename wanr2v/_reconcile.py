@@ -101,9 +101,9 @@ async def find_lost_task(
     try:
         rows = [row async for row in client.list_tasks(model=model, base_url=base_url)]
     except WanError as exc:
-        error.candidates = ()  # type: ignore[attr-defined]
-        error.message += f" Reconciliation could not list tasks: {exc}"
-        raise error from exc
+        raise error.evolve(
+            candidates=(), detail=f"Reconciliation could not list tasks: {exc}"
+        ) from exc
     floor = _server_time_at(session.server_clock, sent_at, client.scheduler.policy.time_scale)
     for row in rows:
         if row.task_id in claimed or row.status is TaskStatus.UNKNOWN:
@@ -147,9 +147,9 @@ async def find_lost_task(
         )
     if not matches and not unverified:
         return None
-    error.candidates = tuple(matches + unverified)  # type: ignore[attr-defined]
-    error.message += (
-        f" Reconciliation found {len(matches)} matching and {len(unverified)} unverifiable "
-        f"unclaimed task(s): {', '.join(error.candidates)}."  # type: ignore[attr-defined]
+    candidates = tuple(matches + unverified)
+    raise error.evolve(
+        candidates=candidates,
+        detail=f"Reconciliation found {len(matches)} matching and {len(unverified)} "
+        f"unverifiable unclaimed task(s): {', '.join(candidates)}.",
     )
-    raise error
