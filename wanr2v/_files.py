@@ -1085,6 +1085,8 @@ class Downloader:
             elif not state.resumable:
                 await self._restart(state, sink, count=False)
             raise
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
         if batch:
             await sink.send(batch)
             state.written += size

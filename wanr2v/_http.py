@@ -245,11 +245,15 @@ class ApiSession:
                 return resp, await resp.aread()  # the common case: one bounded read
             chunks: list[bytes] = []
             size = 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise self._too_large(method, url, f"more than {cap} bytes")
-                chunks.append(chunk)
+            stream = resp.aiter_bytes()
+            try:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > cap:
+                        raise self._too_large(method, url, f"more than {cap} bytes")
+                    chunks.append(chunk)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]  # an async generator
             return resp, b"".join(chunks)
         finally:
             with anyio.CancelScope(shield=True):

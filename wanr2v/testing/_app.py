@@ -611,9 +611,11 @@ async def _stream(
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             async for chunk in chunks:
-                if cycle is not None and cycle.disconnected:
+                if cycle is not None and (cycle.disconnected or cycle.transport.is_closing()):
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # A send to a vanished client returns at once: let the loop notice it.
+                await anyio.lowlevel.checkpoint()
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # uvicorn: the client disconnected
