@@ -207,6 +207,18 @@ async def test_an_echoed_key_appears_in_no_error_and_no_log(
 
 
 @pytest.mark.anyio
+async def test_a_key_echoed_in_a_200_is_never_passed_on(emu: Emulator) -> None:
+    """A 200 whose body echoes the headers (not a task): the malformed-answer error
+    quotes the body, with the key replaced."""
+    emu.faults.add(FaultRule(kind="echo_headers", endpoint="query", status=200))
+    async with hostile_client(emu) as client:
+        with pytest.raises(APIError) as info:
+            await client.fetch("some-task-id")
+    assert info.value.code == "MalformedResponse" and "authorization" in str(info.value).lower()
+    assert_no_secret(*error_texts(info.value))
+
+
+@pytest.mark.anyio
 async def test_an_echoed_key_reaches_no_journal_byte(emu: Emulator, tmp_path: Path) -> None:
     """A journaled batch whose creates are answered with the echo: every item fails with
     a typed error and the journal files hold no byte of the key."""

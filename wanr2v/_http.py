@@ -178,6 +178,7 @@ class ApiSession:
         self.http = http
         self._api_key = api_key
         self._secrets = (api_key,)
+        self._key_bytes = api_key.encode()
         self.base_url: str = base_url.rstrip("/")
         self.governor = governor
         self.retry = retry
@@ -360,6 +361,8 @@ class ApiSession:
             self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
+            if self._key_bytes and self._key_bytes in body:  # echoed back: never passed on
+                body = body.replace(self._key_bytes, b"***")
             if status == 200:
                 try:
                     data = jsonlib.loads(body) if body else None

@@ -68,7 +68,7 @@ class FaultKind(enum.StrEnum):
             real seconds (default 3): every read succeeds, the answer never completes
             in any sane time.
         ECHO_HEADERS: a 400 (``status``/``code`` to change it) whose message echoes
-            every request header, ``Authorization`` included.
+            every request header, ``Authorization`` first.
         REPEAT_PAGE: on the task list, the same full page for every ``page_no``
             (padded with made-up tasks), claiming a million tasks.
         HUGE_ANSWER: a 200 JSON answer of ``size`` bytes (default 100 MB), with its
