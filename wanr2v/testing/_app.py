@@ -436,8 +436,8 @@ class _EmulatorASGI:
             emu.count(endpoint, 0)
             raise ConnectionDropped(f"{kind.value} needs a real socket")
         if kind is FaultKind.ECHO_HEADERS:
-            first = sorted(scope["headers"], key=lambda kv: kv[0].lower() != b"authorization")
-            echoed = "; ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in first)
+            ordered = sorted(scope["headers"], key=lambda kv: kv[0].lower() != b"authorization")
+            echoed = "; ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in ordered)
             body = {
                 "request_id": emu.new_request_id(),
                 "code": rule.code or _rules.INVALID_PARAMETER,
