@@ -47,6 +47,7 @@ from ._exceptions import (
     TransportError,
     UploadError,
     WanError,
+    collapse_group,
     error_for,
 )
 from ._http import translate
@@ -854,8 +855,8 @@ class Downloader:
                 try:
                     await self._transfer(result, fh, refresh)
                 except BaseExceptionGroup as group:
-                    err = _single_error(group)
-                    if err is None:
+                    err = collapse_group(group)  # the first meaningful error, never a group
+                    if err is group:
                         raise
                     raise err from err.__cause__
                 await anyio.to_thread.run_sync(_finish, fh, self._fsync)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._exceptions import SubmitOutcomeUnknownError, WanError
+from ._exceptions import SubmitOutcomeUnknownError, WanError, collapsing_groups
 from ._models import Task, TaskStatus
 from ._wire import fingerprint
 
@@ -131,9 +131,10 @@ async def find_lost_task(
             elif verdict != "other":
                 unverified.append(task_id)
 
-        async with anyio.create_task_group() as tg:
-            for task_id in pending:
-                tg.start_soon(settle, task_id)
+        with collapsing_groups():  # no ExceptionGroup reaches a caller
+            async with anyio.create_task_group() as tg:
+                for task_id in pending:
+                    tg.start_soon(settle, task_id)
     if len(matches) == 1 and not unverified:
         session = client._session_for(base_url)
         return Task(
