@@ -331,3 +331,21 @@ async def test_a_crafted_task_id_reaches_no_other_path(emu: Emulator) -> None:
         with pytest.raises(InvalidRequestError):
             await client.fetch("..")
     assert sent(emu, "policy") == 0
+
+
+def test_a_group_collapses_to_its_first_meaningful_error() -> None:
+    """KeyboardInterrupt first, then an unknown outcome (money), then any WanError, then
+    anything else; the others become notes; a group of cancellations stays a group."""
+    from wanr2v._exceptions import collapse_group
+
+    unknown = SubmitOutcomeUnknownError("maybe paid", fingerprint="f")
+    other = BadRequestError("bad", status_code=400)
+    plain = ValueError("plain")
+    group = BaseExceptionGroup("g", [plain, ExceptionGroup("inner", [other, unknown])])
+    chosen = collapse_group(group)
+    assert chosen is unknown
+    assert unknown.__notes__ == ["also: ValueError: plain", "also: BadRequestError: HTTP 400: bad"]
+    interrupt = KeyboardInterrupt()
+    assert collapse_group(BaseExceptionGroup("g", [ValueError("x"), interrupt])) is interrupt
+    cancelled = BaseExceptionGroup("g", [GeneratorExit()])
+    assert collapse_group(cancelled) is cancelled
