@@ -862,6 +862,8 @@ class Downloader:
                 await anyio.to_thread.run_sync(_finish, fh, self._fsync)
                 await anyio.to_thread.run_sync(os.replace, tmp, target)
             except OSError as exc:
+                if isinstance(exc, WanError):  # RequestTimeoutError is an OSError too
+                    raise
                 raise DownloadError(
                     f"Cannot save the video of task {result.task_id} to {target}: "
                     f"{exc.strerror or exc}.",
