@@ -879,11 +879,12 @@ class Downloader:
         text = os.fspath(dest)
         path = Path(text)
         # A missing path without an extension is a folder to create: callers often pass
-        # Path("videos/"), which has lost its trailing separator.
+        # Path("videos/"), which has lost its trailing separator. (``is_file``, not
+        # ``exists``: a concurrent download may create the folder between two checks.)
         as_dir = (
             text.endswith(("/", os.sep))
             or await anyio.Path(path).is_dir()
-            or (not path.suffix and not await anyio.Path(path).exists())
+            or (not path.suffix and not await anyio.Path(path).is_file())
         )
         try:
             if as_dir:
