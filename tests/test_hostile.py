@@ -349,3 +349,25 @@ def test_a_group_collapses_to_its_first_meaningful_error() -> None:
     assert collapse_group(BaseExceptionGroup("g", [ValueError("x"), interrupt])) is interrupt
     cancelled = BaseExceptionGroup("g", [GeneratorExit()])
     assert collapse_group(cancelled) is cancelled
+
+
+def test_the_emulator_serves_a_huge_answer_as_asked(emu: Emulator) -> None:
+    """HUGE_ANSWER (set through the admin route's JSON) sends exactly ``size`` bytes of
+    JSON with their Content-Length."""
+    import httpx
+
+    admin = emu.base_url.replace("/api/v1", "/_emulator/faults")
+    rule = {"kind": "huge_answer", "endpoint": "query", "size": 5000, "count": 1}
+    assert httpx.post(admin, json=rule).status_code == 200
+    answer = httpx.get(f"{emu.base_url}/tasks/t-1", headers={"Authorization": f"Bearer {SECRET}"})
+    assert answer.status_code == 200 and answer.headers["content-length"] == "5000"
+    assert len(answer.content) == 5000 and answer.json()["pad"].startswith("aaa")
+
+
+@pytest.mark.anyio
+async def test_in_process_a_hostile_kind_drops_the_connection(emu: Emulator) -> None:
+    """Without a socket there is nothing to misbehave on: the request fails as a drop."""
+    emu.faults.add(FaultRule(kind="endless_body", endpoint="query", count=1))
+    async with client_for(emu, api_key=SECRET, in_process=True, max_retries=0) as client:
+        with pytest.raises(TransportError):
+            await client.fetch("t-1")
