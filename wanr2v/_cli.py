@@ -491,7 +491,7 @@ def _summary_row_json(row: TaskSummary) -> dict[str, Any]:
 
 
 def _message(exc: BaseException) -> str:
-    """An error's message (a WanError's ``message`` may have grown since it was made)."""
+    """An error's message: a WanError's ``message`` (without the HTTP status prefix), else ``str``."""
     message = getattr(exc, "message", None)
     return message if isinstance(message, str) and message else str(exc)
 
