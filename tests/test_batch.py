@@ -51,7 +51,7 @@ async def test_run_many_per_item_outcomes() -> None:
     assert [it.key for it in items] == list(range(8))
     failed = [it for it in items if not it.ok]
     assert len(failed) == 1 and isinstance(failed[0].error, wanr2v.TaskFailedError)
-    assert failed[0].error.code == "DataInspectionFailed"  # type: ignore[attr-defined]
+    assert failed[0].error.code == "DataInspectionFailed"
     assert sum(it.ok for it in items) == 7
     assert emu.stats().duplicate_creates == 0
 

@@ -86,7 +86,7 @@ async def test_wait_raises_typed_failed(wan_client: AsyncWanClient, wan_emulator
     task = await wan_client.async_call(**FIELDS)
     with pytest.raises(wanr2v.TaskFailedError) as ei:
         await wan_client.wait(task)
-    assert ei.value.task_id == task.task_id and ei.value.code == "InternalError.Algo"  # type: ignore[attr-defined]
+    assert ei.value.task_id == task.task_id and ei.value.code == "InternalError.Algo"
 
 
 async def test_unknown_task_raises_not_found(wan_client: AsyncWanClient) -> None:

@@ -150,7 +150,7 @@ async def test_create_not_resent_on_500(api_key: str, answer: httpx.Response) ->
         with pytest.raises(wanr2v.SubmitOutcomeUnknownError) as ei:
             await c.async_call(**FIELDS)
     assert len(route.calls) == 1
-    assert isinstance(ei.value.cause, wanr2v.ServerError)  # type: ignore[attr-defined]
+    assert isinstance(ei.value.cause, wanr2v.ServerError)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ async def test_create_lost_answer_sends_one_post_and_raises_unknown(
             await c.async_call(**FIELDS)
     assert len(route.calls) == 1
     e = ei.value
-    assert e.submission_id and len(e.fingerprint) == 64 and e.sent_at  # type: ignore[attr-defined]
+    assert e.submission_id and len(e.fingerprint) == 64 and e.sent_at
     assert API_KEY not in str(e)
 
 
@@ -221,4 +221,4 @@ async def test_unreadable_200_on_create_is_an_unknown_outcome(api_key: str) -> N
         with pytest.raises(wanr2v.SubmitOutcomeUnknownError) as ei:
             await c.async_call(**FIELDS)
     assert len(route.calls) == 1
-    assert isinstance(ei.value.cause, wanr2v.APIError)  # type: ignore[attr-defined]
+    assert isinstance(ei.value.cause, wanr2v.APIError)

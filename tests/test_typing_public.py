@@ -23,13 +23,18 @@ from wanr2v import (
     APIError,
     AsyncWanClient,
     ClientStatistics,
+    DownloadError,
     Governor,
     GovernorStatistics,
     InvalidRequestError,
     Limits,
     PollPolicy,
+    QuotaExhaustedError,
     RateLimitError,
     RateStatistics,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    ResultExpiredError,
     RetryPolicy,
     SchedulerStatistics,
     SubmitOutcomeUnknownError,
@@ -40,8 +45,10 @@ from wanr2v import (
     TaskResult,
     TaskStatus,
     TaskSummary,
+    TransportError,
     Usage,
     VideoRequest,
+    WaitTimeoutError,
     WanError,
     raise_for_status,
 )
@@ -183,17 +190,53 @@ async def _uses_journal(path: str) -> None:
 
 
 def _uses_errors(exc: Exception) -> None:
-    """The error tree's attributes."""
+    """The error tree's attributes: each one declared, with its type (no ``getattr``)."""
+    assert_type(exc.message if isinstance(exc, WanError) else "", str)
     if isinstance(exc, RateLimitError):
         assert_type(exc.retry_after, float | None)
         assert_type(exc.status_code, int)
+    if isinstance(exc, QuotaExhaustedError):
+        assert isinstance(exc, RateLimitError)
+        assert_type(exc.retry_after, float | None)
     if isinstance(exc, APIError):
+        assert_type(exc.status_code, int)
         assert_type(exc.code, str | None)
+        assert_type(exc.message, str)
         assert_type(exc.request_id, str | None)
+        assert_type(exc.task_id, str | None)
     if isinstance(exc, InvalidRequestError):
         assert_type(exc.field, str | None)
+    if isinstance(exc, TransportError):
+        assert_type(exc.maybe_sent, bool)
+        assert_type(exc.method, str | None)
+        assert_type(exc.url, str | None)
+        assert_type(exc.request_id, str | None)
+    if isinstance(exc, RequestTimeoutError):
+        assert isinstance(exc, TimeoutError)  # the builtin: ``except TimeoutError`` works
+    if isinstance(exc, ResponseTooLargeError):
+        assert_type(exc.limit, int)
+    if isinstance(exc, SubmitOutcomeUnknownError):
+        assert_type(exc.candidates, tuple[str, ...])
+        assert_type(exc.fingerprint, str)
+        assert_type(exc.submission_id, str | None)
+        assert_type(exc.sent_at, float | None)
+        assert_type(exc.cause, BaseException | None)
+        assert_type(exc.evolve(candidates=["t-1"]), SubmitOutcomeUnknownError)
+    if isinstance(exc, WaitTimeoutError):
+        assert_type(exc.task_id, str)
+        assert_type(exc.last_status, str | None)
+    if isinstance(exc, TaskError):
+        assert_type(exc.task_id, str)
+        assert_type(exc.status, str)
+        assert_type(exc.code, str | None)
+        assert_type(exc.request_id, str | None)
+        assert_type(exc.result, TaskResult | None)
     if isinstance(exc, TaskFailedError):
         assert isinstance(exc, TaskError) and isinstance(exc, WanError)
+    if isinstance(exc, (DownloadError, ResultExpiredError)):
+        assert_type(exc.task_id, str | None)
+    if isinstance(exc, APIError):
+        print(exc.candidates)  # type: ignore[attr-defined]  # only an unknown outcome has them
 
 
 def _uses_requests() -> None:
@@ -268,3 +311,18 @@ def test_client_types_at_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     with contextlib.suppress(Exception):
         os.fspath(REQUEST.reference_urls[1])
     assert isinstance(SubmitOutcomeUnknownError("x", fingerprint="f"), WanError)
+
+
+def test_errors_are_built_whole() -> None:
+    """Every documented attribute is set by the constructor (none patched on later);
+    RequestTimeoutError is the builtin TimeoutError; the old name only warns."""
+    timeout = RequestTimeoutError("slow", method="GET", url="https://x/api/v1/tasks/t")
+    assert isinstance(timeout, TimeoutError) and isinstance(timeout, TransportError)
+    assert (timeout.maybe_sent, timeout.method, timeout.request_id) == (True, "GET", None)
+    unknown = SubmitOutcomeUnknownError("lost", fingerprint="f", candidates=["a"])
+    richer = unknown.evolve(candidates=["a", "b"], detail="Two candidates.")
+    assert unknown.candidates == ("a",) and richer.candidates == ("a", "b")
+    assert richer.message == "lost Two candidates." and richer is not unknown
+    assert "TimeoutError" not in wanr2v.__all__
+    with pytest.warns(DeprecationWarning, match="RequestTimeoutError"):
+        assert wanr2v.TimeoutError is RequestTimeoutError

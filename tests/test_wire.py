@@ -185,7 +185,7 @@ def test_failed_result_carries_code_and_message() -> None:
     )
     with pytest.raises(wanr2v.TaskFailedError) as ei:
         wanr2v.raise_for_status(r)
-    assert ei.value.task_id == "x" and ei.value.code == "InvalidParameter"  # type: ignore[attr-defined]
+    assert ei.value.task_id == "x" and ei.value.code == "InvalidParameter"
 
 
 @pytest.mark.parametrize("data", [None, [], {"output": 3}, {"output": {}}, "x", {"request_id": 1}])

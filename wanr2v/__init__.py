@@ -30,7 +30,10 @@ from ._exceptions import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExhaustedError,
     RateLimitError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
     ResultExpiredError,
     ServerError,
     ServiceUnavailableError,
@@ -39,7 +42,6 @@ from ._exceptions import (
     TaskError,
     TaskFailedError,
     TaskNotFoundError,
-    TimeoutError,
     TransportError,
     UnsupportedOperationError,
     UploadError,
@@ -78,9 +80,12 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "PollScheduler",
+    "QuotaExhaustedError",
     "RateLimitError",
     "RateStatistics",
     "RegionEndpoint",
+    "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ResultExpiredError",
     "RetryPolicy",
     "SchedulerStatistics",
@@ -96,7 +101,6 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskSummary",
-    "TimeoutError",
     "TransportError",
     "UnsupportedOperationError",
     "UploadError",
@@ -115,3 +119,18 @@ for _name in __all__:
     if isinstance(_obj, type) and _obj.__module__.startswith("wanr2v._"):
         _obj.__module__ = "wanr2v"
 del _name, _obj
+
+
+def __getattr__(name: str) -> object:
+    # ``wanr2v.TimeoutError`` was renamed: it shadowed the builtin on ``import *``.
+    if name == "TimeoutError":
+        import warnings
+
+        warnings.warn(
+            "wanr2v.TimeoutError is deprecated; use wanr2v.RequestTimeoutError "
+            "(a subclass of the builtin TimeoutError).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RequestTimeoutError
+    raise AttributeError(f"module 'wanr2v' has no attribute {name!r}")

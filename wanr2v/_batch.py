@@ -16,12 +16,13 @@ detaches the rest.
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +34,7 @@ from ._exceptions import (
     TaskError,
     UnsupportedOperationError,
     WanError,
+    collapsing_groups,
 )
 from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
 from ._wire import fingerprint
@@ -308,6 +310,11 @@ class BatchRunner:
                 out.append(item)
         order = {r.batch_key: i for i, r in enumerate(records)}
         out.sort(key=lambda it: order.get(it.key, math.inf))
+        if self.download_to is not None:
+            # Partial downloads of this journal's tasks left by a killed run: this run
+            # has finished its own downloads, so any left now are leftovers.
+            ids = [r.task_id for r in records if r.task_id]
+            await anyio.to_thread.run_sync(_remove_parts, self.download_to, ids)
         return out
 
     # --- retries and budget ---------------------------------------------------------
@@ -382,13 +389,16 @@ class BatchRunner:
                     tg.start_soon(self._one, key, req, rec, send.clone())
 
         try:
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(produce)
-                try:
-                    async with receive:
-                        yield receive
-                finally:
-                    outer.cancel_scope.cancel()
+            # Several failures at once (a journal that cannot be written, ...) reach the
+            # caller as the first meaningful one, the others in its notes: no group.
+            with collapsing_groups():
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(produce)
+                    try:
+                        async with receive:
+                            yield receive
+                    finally:
+                        outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
@@ -745,6 +755,14 @@ def _record_cost(rec: SubmissionRecord) -> float:
         billed = req.billed_cost_usd(_usage_of(rec))
         return billed if billed is not None else req.estimated_cost_usd()
     return req.estimated_cost_usd()  # a task made, or maybe made: it may bill
+
+
+def _remove_parts(folder: Path, task_ids: Iterable[str]) -> None:
+    """Remove the temporary ``.{task_id}….part`` files of ``task_ids`` in ``folder``."""
+    for task_id in task_ids:
+        for part in folder.glob(f".{glob.escape(task_id)}.*.part"):
+            with suppress(OSError):
+                part.unlink()
 
 
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:

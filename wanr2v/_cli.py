@@ -8,6 +8,13 @@ Every command talks to one service (``--base-url`` / ``--region``, else
 is one plain line per change, and without rich everything degrades to plain text.
 
 Each command runs in one ``anyio.run``; files are read and written off the event loop.
+
+Stopping: Ctrl-C and SIGTERM (what docker, systemd and Kubernetes send) stop a command
+the same way: the command is cancelled, ``--cancel-pending`` cancels the tasks still
+PENDING, the journal is left resumable and the resume hint is printed (exit 130 for
+Ctrl-C, 143 for SIGTERM). No traceback and no ``ExceptionGroup`` is printed for an
+error wanr2v raises on purpose: one line on stderr (several errors at once: the first
+meaningful one, the others as ``also:`` lines).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from ._exceptions import (
     TaskError,
     UnsupportedOperationError,
     WanError,
+    collapse_group,
+    collapsing_groups,
 )
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._version import __version__
@@ -57,6 +66,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_UNKNOWN",
     "EXIT_USAGE",
     "build_parser",
@@ -76,6 +86,8 @@ EXIT_UNKNOWN: Final = 3
 """A create's outcome is unknown, or a batch has unfinished tasks: run ``wanr2v resume``."""
 EXIT_INTERRUPTED: Final = 130
 """Interrupted (Ctrl-C); a journaled batch resumes with ``wanr2v resume``."""
+EXIT_TERMINATED: Final = 143
+"""Terminated (SIGTERM), handled like Ctrl-C; a journaled batch resumes with ``wanr2v resume``."""
 
 DEFAULT_DEMO_OUT: Final = "wanr2v-demo-videos"
 DEFAULT_RUN_OUT: Final = "videos"
@@ -88,6 +100,7 @@ exit codes:
        refused, invalid request or batch file)
   3    a create's outcome is unknown, or tasks are unfinished: run `wanr2v resume`
   130  interrupted (Ctrl-C); a journaled batch resumes with `wanr2v resume`
+  143  terminated (SIGTERM), handled like Ctrl-C
 """
 
 MAIN_EPILOG: Final = f"""\
@@ -494,7 +507,7 @@ def _summary_row_json(row: TaskSummary) -> dict[str, Any]:
 
 
 def _message(exc: BaseException) -> str:
-    """An error's message (a WanError's ``message`` may have grown since it was made)."""
+    """An error's message: a WanError's ``message`` (without the HTTP status prefix), else ``str``."""
     message = getattr(exc, "message", None)
     return message if isinstance(message, str) and message else str(exc)
 
@@ -547,6 +560,8 @@ def exit_code_for(exc: BaseException) -> int:
         return exc.code
     if isinstance(exc, SubmitOutcomeUnknownError):
         return EXIT_UNKNOWN
+    from .journal import JournalError
+
     if isinstance(
         exc,
         (
@@ -555,6 +570,7 @@ def exit_code_for(exc: BaseException) -> int:
             InvalidParameterError,
             AuthenticationError,
             PermissionDeniedError,
+            JournalError,  # unreadable, read-only or full: fix it, then resume
         ),
     ):
         return EXIT_USAGE
@@ -635,9 +651,10 @@ async def _gather(fn: Callable[[str], Awaitable[T]], keys: Sequence[str]) -> lis
     async def one(i: int, key: str) -> None:
         results[i] = await fn(key)
 
-    async with anyio.create_task_group() as tg:
-        for i, key in enumerate(keys):
-            tg.start_soon(one, i, key)
+    with collapsing_groups():
+        async with anyio.create_task_group() as tg:
+            for i, key in enumerate(keys):
+                tg.start_soon(one, i, key)
     return [results[i] for i in range(len(keys))]
 
 
@@ -2075,6 +2092,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: the command was cancelled (like Ctrl-C)."""
+
+
+async def _until_sigterm(handler: Callable[[Context], Awaitable[int]], ctx: Context) -> int:
+    """Run ``handler``; SIGTERM cancels it as Ctrl-C would (cleanup and cancel policy
+    run, shielded), then raises :class:`_Terminated`."""
+    terminated = False
+    code = EXIT_OK
+    with collapsing_groups():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal terminated
+                with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        terminated = True
+                        tg.cancel_scope.cancel()
+                        return
+
+            if threading.current_thread() is threading.main_thread():
+                tg.start_soon(watch)
+            code = await handler(ctx)
+            tg.cancel_scope.cancel()
+    if terminated:
+        raise _Terminated
+    return code
+
+
+def _stopped(out: Output, ctx: Context, what: str, code: int) -> int:
+    out.error(what)
+    if ctx.resume_hint:
+        out.error(f"the journal knows every task; finish with: {ctx.resume_hint}")
+    return code
+
+
+def _failed(out: Output, exc: BaseException) -> int:
+    code = exit_code_for(exc)
+    out.error(_message(exc))
+    for note in getattr(exc, "__notes__", ()):
+        out.error(str(note))
+    if code == EXIT_UNKNOWN and isinstance(exc, SubmitOutcomeUnknownError):
+        out.error(
+            "a task may have been created (and billed); it was not sent again. "
+            "Check with `wanr2v list` before submitting again."
+        )
+    out.emit({"ok": False, "exit_code": code, "error": _error_json(exc)})
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``wanr2v`` command; return its exit status (see ``wanr2v --help``)."""
     parser = build_parser()
@@ -2083,26 +2150,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(args=args, out=out)
     handler = args.handler
     try:
-        if handler is cmd_emulator:
-            return int(handler(ctx))
-        return int(anyio.run(handler, ctx))
+        try:
+            if handler is cmd_emulator:
+                return int(handler(ctx))
+            return int(anyio.run(_until_sigterm, handler, ctx))
+        except BaseExceptionGroup as group:
+            chosen = collapse_group(group)
+            if chosen is group:
+                raise
+            raise chosen from chosen.__cause__
     except KeyboardInterrupt:
-        out.error("interrupted")
-        if ctx.resume_hint:
-            out.error(f"the journal knows every task; finish with: {ctx.resume_hint}")
-        return EXIT_INTERRUPTED
+        return _stopped(out, ctx, "interrupted", EXIT_INTERRUPTED)
+    except _Terminated:
+        return _stopped(out, ctx, "terminated (SIGTERM)", EXIT_TERMINATED)
     except BrokenPipeError:
         return EXIT_OK
     except (CliError, WanError) as exc:
-        code = exit_code_for(exc)
-        out.error(_message(exc))
-        if code == EXIT_UNKNOWN and isinstance(exc, SubmitOutcomeUnknownError):
-            out.error(
-                "a task may have been created (and billed); it was not sent again. "
-                "Check with `wanr2v list` before submitting again."
-            )
-        out.emit({"ok": False, "exit_code": code, "error": _error_json(exc)})
-        return code
+        return _failed(out, exc)
+    except OSError as exc:  # e.g. the output folder cannot be written: no traceback
+        return _failed(out, WanError(f"{type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,7 @@ from ._exceptions import (
     WaitTimeoutError,
     WanError,
 )
-from ._http import ApiSession, RetryPolicy
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, ApiSession, RetryPolicy, task_segment
 from ._limits import Governor, GovernorStatistics, Limits
 from ._models import (
     ModelName,
@@ -76,6 +76,11 @@ TaskLike = Task | TaskResult | TaskSummary | str
 
 MAX_CREATE_ROUNDS = 3
 """Sends of one submission whose earlier outcome was proven empty by reconciliation."""
+DEFAULT_MAX_VIDEO_BYTES = 1024**3
+"""Cap of one downloaded video: 1 GiB (a 15 s 1080p result is a few tens of MB)."""
+DEFAULT_MAX_LIST_PAGES = 200
+"""Pages one listing may take (20,000 tasks at 100 a page: more than a day's worth
+at the vendor's limit of 5 tasks at once); past it, the listing is refused."""
 
 
 @attrs.frozen(kw_only=True)
@@ -129,7 +134,8 @@ class AsyncWanClient:
             a vendor URL of another region is refused); default
             ``DASHSCOPE_HTTP_BASE_URL`` when no ``region`` is passed either.
         workspace: sent as ``X-DashScope-WorkSpace``.
-        timeout: seconds for one HTTP request.
+        timeout: seconds for one whole HTTP exchange (connect, send, read the answer),
+            however slowly the server answers; a shielded create waits at most that.
         max_retries: retries of one safe request.
         http_client: your own ``httpx.AsyncClient`` (never closed by this client). Auth
             is added per request, so its default headers should carry no key.
@@ -159,6 +165,10 @@ class AsyncWanClient:
             --time-scale``): the account's rates, the poll spacing and the
             reconciliation wait are scaled to match (explicit ``limits`` and
             ``poll_policy`` are scaled too). The single switch for emulator users.
+        max_response_bytes: cap of one API answer (decoded; default 4 MiB); a larger
+            one raises :class:`ResponseTooLargeError` without being read further.
+        max_video_bytes: cap of one downloaded video (default 1 GiB; ``None``: none); a
+            larger one raises :class:`DownloadError` and leaves no file.
     """
 
     def __init__(
@@ -182,6 +192,8 @@ class AsyncWanClient:
         allow_insecure: bool = False,
         regions: Mapping[str, str | RegionEndpoint] | None = None,
         time_scale: float = 1.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_video_bytes: int | None = DEFAULT_MAX_VIDEO_BYTES,
     ) -> None:
         if not (isinstance(time_scale, (int, float)) and time_scale > 0):
             raise ConfigurationError(f"time_scale must be > 0, got {time_scale!r}.")
@@ -226,6 +238,14 @@ class AsyncWanClient:
             else retry_policy or RetryPolicy(max_retries=max_retries)
         )
         self.workspace = workspace
+        if max_response_bytes < 1024:
+            raise ConfigurationError(
+                f"max_response_bytes must be >= 1024, got {max_response_bytes!r}."
+            )
+        if max_video_bytes is not None and max_video_bytes < 1:
+            raise ConfigurationError(f"max_video_bytes must be >= 1, got {max_video_bytes!r}.")
+        self._max_response_bytes = max_response_bytes
+        self._max_video_bytes = max_video_bytes
         self._keys: dict[str, str] = {}
         self._sessions: dict[str, ApiSession] = {}
         self._names: dict[str, str] = {}
@@ -328,6 +348,7 @@ class AsyncWanClient:
             clone.retry = retry
             if timeout is not None:
                 clone.timeout = timeout
+                clone.deadline = float(timeout)
             sessions[url] = clone
         other._sessions = sessions
         other._session = sessions[self._session.base_url]
@@ -342,6 +363,7 @@ class AsyncWanClient:
             governor=governor,
             retry=self._retry,
             workspace=self.workspace,
+            max_response_bytes=self._max_response_bytes,
         )
         self._sessions[base_url] = session
         self._names[base_url] = name
@@ -564,7 +586,7 @@ class AsyncWanClient:
                     shield_exchange=True,
                 )
             except (TransportError, ServerError) as exc:
-                if isinstance(exc, TransportError) and not getattr(exc, "maybe_sent", True):
+                if isinstance(exc, TransportError) and not exc.maybe_sent:
                     raise  # nothing reached the service (already retried)
                 if isinstance(exc, ServiceUnavailableError):
                     raise  # a 503 refuses the create: nothing was made (already retried)
@@ -604,10 +626,10 @@ class AsyncWanClient:
                     base_url=session.base_url,
                     key=key,
                 )
-            except BaseException:
+            except BaseException as exc:
                 # Cancelled (or failed) while looking: a task may exist that this client
                 # does not know. Kept for the caller (see ``unresolved``).
-                self.unresolved.append(last)
+                self.unresolved.append(exc if isinstance(exc, SubmitOutcomeUnknownError) else last)
                 raise
             if found is not None:
                 return found
@@ -732,7 +754,7 @@ class AsyncWanClient:
         _, data = await session.request(
             "query",
             "GET",
-            f"{_config.PATH_TASKS}/{task_id}",
+            f"{_config.PATH_TASKS}/{task_segment(task_id)}",
             priority=priority,
             task_id=task_id,
             max_retries=max_retries,
@@ -841,7 +863,10 @@ class AsyncWanClient:
         task_id, base = self._ref(task)
         session = self._session_for(base)
         await session.request(
-            "cancel", "POST", f"{_config.PATH_TASKS}/{task_id}/cancel", task_id=task_id
+            "cancel",
+            "POST",
+            f"{_config.PATH_TASKS}/{task_segment(task_id)}/cancel",
+            task_id=task_id,
         )
 
     def list_tasks(
@@ -855,6 +880,7 @@ class AsyncWanClient:
         page_size: int = 100,
         max_items: int | None = None,
         base_url: str | None = None,
+        max_pages: int = DEFAULT_MAX_LIST_PAGES,
     ) -> AsyncIterator[TaskSummary]:
         """Iterate over every page of the task list (default: the last 24 h)::
 
@@ -866,6 +892,10 @@ class AsyncWanClient:
         Args:
             start_time, end_time: a window of at most 24 h (naive values mean UTC).
             model: ``model_name`` filter; ``status``: a status filter.
+            max_pages: pages to fetch at most. A listing that would need more, or a
+                page the service repeats, raises :class:`APIError`
+                (``code="MalformedResponse"``): a listing cut short must never pass
+                for a complete one (reconciliation relies on it).
         """
         if start_time is not None and end_time is not None:
             if end_time < start_time:
@@ -874,6 +904,8 @@ class AsyncWanClient:
                 raise ValueError("list_tasks: the window may be at most 24 hours.")
         if not 1 <= page_size <= 100:
             raise ValueError(f"list_tasks: page_size must be 1 to 100, got {page_size}.")
+        if max_pages < 1:
+            raise ValueError(f"list_tasks: max_pages must be >= 1, got {max_pages}.")
         params: dict[str, Any] = {"page_size": page_size}
         if task_id:
             params["task_id"] = task_id
@@ -885,18 +917,35 @@ class AsyncWanClient:
             params["start_time"] = format_list_time(start_time)
         if end_time is not None:
             params["end_time"] = format_list_time(end_time)
-        return self._list_pages(params, max_items, base_url)
+        return self._list_pages(params, max_items, base_url, max_pages)
 
     async def _list_pages(
-        self, params: dict[str, Any], max_items: int | None, base_url: str | None
+        self, params: dict[str, Any], max_items: int | None, base_url: str | None, max_pages: int
     ) -> AsyncIterator[TaskSummary]:
         session = self._session_for(base_url)
         page_no, seen = 1, 0
+        pages_seen: set[tuple[str, ...]] = set()
         while True:
+            if page_no > max_pages:
+                raise APIError(
+                    f"The task list did not end within max_pages={max_pages} pages; "
+                    "the listing was stopped (it is incomplete).",
+                    status_code=200,
+                    code="MalformedResponse",
+                )
             _, data = await session.request(
                 "list", "GET", _config.PATH_TASKS, params={**params, "page_no": page_no}
             )
             page = parse_list(data)
+            ids = tuple(item.task_id for item in page.items)
+            if ids and ids in pages_seen:
+                raise APIError(
+                    f"The task list repeated an earlier page as page {page_no}; the listing "
+                    "was stopped (the service's paging cannot be trusted).",
+                    status_code=200,
+                    code="MalformedResponse",
+                )
+            pages_seen.add(ids)
             for item in page.items:
                 yield item
                 seen += 1
@@ -1045,7 +1094,7 @@ class AsyncWanClient:
         if self._downloader is None:
             from ._files import Downloader
 
-            self._downloader = Downloader(http=self._http)
+            self._downloader = Downloader(http=self._http, max_bytes=self._max_video_bytes)
         return self._downloader
 
     async def upload(

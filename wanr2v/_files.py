@@ -48,6 +48,7 @@ from ._exceptions import (
     TransportError,
     UploadError,
     WanError,
+    collapse_group,
     error_for,
 )
 from ._http import translate
@@ -748,6 +749,9 @@ class Downloader:
         backoff: seconds before the first retry, doubled each time (jittered).
         chunk_size: bytes gathered before one write to disk.
         fsync: flush the file to stable storage before the rename.
+        max_bytes: cap of one video (``None``: none). A host announcing more, or
+            sending more, gets :class:`DownloadError` at once (not retried), and the
+            partial file is removed: an endless body cannot fill the disk.
     """
 
     def __init__(
@@ -759,6 +763,7 @@ class Downloader:
         backoff: float = DEFAULT_BACKOFF,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         fsync: bool = True,
+        max_bytes: int | None = None,
     ) -> None:
         if max_concurrency < 1 or max_attempts < 1 or chunk_size < 1:
             raise ValueError("max_concurrency, max_attempts and chunk_size must be >= 1")
@@ -768,6 +773,7 @@ class Downloader:
         self._backoff = backoff
         self._chunk_size = chunk_size
         self._fsync = fsync
+        self._max_bytes = max_bytes
         self._completed = 0
         self._failed = 0
         self._bytes = 0
@@ -931,13 +937,15 @@ class Downloader:
                 try:
                     await self._transfer(result, fh, refresh)
                 except BaseExceptionGroup as group:
-                    err = _single_error(group)
-                    if err is None:
+                    err = collapse_group(group)  # the first meaningful error, never a group
+                    if err is group:
                         raise
                     raise err from err.__cause__
                 await anyio.to_thread.run_sync(_finish, fh, self._fsync)
                 await anyio.to_thread.run_sync(os.replace, tmp, target)
             except OSError as exc:
+                if isinstance(exc, WanError):  # RequestTimeoutError is an OSError too
+                    raise
                 raise DownloadError(
                     f"Cannot save the video of task {result.task_id} to {target}: "
                     f"{exc.strerror or exc}.",
@@ -953,11 +961,12 @@ class Downloader:
         text = os.fspath(dest)
         path = Path(text)
         # A missing path without an extension is a folder to create: callers often pass
-        # Path("videos/"), which has lost its trailing separator.
+        # Path("videos/"), which has lost its trailing separator. (``is_file``, not
+        # ``exists``: a concurrent download may create the folder between two checks.)
         as_dir = (
             text.endswith(("/", os.sep))
             or await anyio.Path(path).is_dir()
-            or (not path.suffix and not await anyio.Path(path).exists())
+            or (not path.suffix and not await anyio.Path(path).is_file())
         )
         try:
             if as_dir:
@@ -1109,6 +1118,7 @@ class Downloader:
                 if state.written:
                     await self._restart(state, sink)  # the host ignored Range: start over
                 state.total = _content_length(response)
+                self._check_size(state.total, request.url)
                 etag = response.headers.get("ETag")
                 if etag and not etag.startswith("W/"):
                     state.validator = etag
@@ -1141,6 +1151,7 @@ class Downloader:
         chunks = response.aiter_bytes() if decoded else response.aiter_raw()
         try:
             async for chunk in chunks:
+                self._check_size(state.written + size + len(chunk), response.url)
                 if state.total is not None and state.written + size + len(chunk) > state.total:
                     raise DownloadError(
                         f"The video host sent more than the {state.total} bytes it announced "
@@ -1160,6 +1171,8 @@ class Downloader:
             elif not state.resumable:
                 await self._restart(state, sink, count=False)
             raise
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
         if batch:
             await sink.send(batch)
             state.written += size
@@ -1168,6 +1181,13 @@ class Downloader:
                 await self._restart(state, sink, count=False)
             return "retry"
         return "done"
+
+    def _check_size(self, size: int | None, url: httpx.URL) -> None:
+        if self._max_bytes is not None and size is not None and size > self._max_bytes:
+            raise DownloadError(
+                f"The video at {_redact(url)} is larger than max_video_bytes="
+                f"{self._max_bytes}; the download was stopped and its partial file removed."
+            )
 
     async def _restart(
         self,

@@ -3,36 +3,69 @@
 httpx exceptions are translated here and nowhere else. The retry rule is about
 money: a query, list or cancel may be sent again; a create only when the service
 provably made nothing (no connection, or a 429 / 503 answer). A create whose
-answer was lost raises with ``maybe_sent=True`` and the caller reconciles.
+answer was lost raises with ``maybe_sent=True`` and the caller reconciles. A 429
+that waiting does not clear (a quota used up, an account in arrears:
+:func:`~wanr2v._exceptions.is_quota_exhausted`) is raised at once, never retried.
+
+Bounds that hold whatever the server does (guarantees, not hopes):
+
+- **Time.** One exchange (connect, send, read the whole answer) gets one deadline,
+  ``deadline`` seconds (the client's ``timeout``), however slowly the answer
+  dribbles in; past it, :class:`~wanr2v.RequestTimeoutError` (``maybe_sent=True``).
+  A shielded create is bounded the same way: a caller's cancellation waits at most
+  that long, then the create's outcome is unknown and is reconciled. A call with
+  retries takes at most ``(max_retries + 1) x deadline`` plus the backoffs.
+- **Memory.** An answer is read up to ``max_response_bytes`` (default 4 MiB, after
+  decompression) and no further: :class:`~wanr2v.ResponseTooLargeError`. When the
+  server states a ``Content-Length`` (and no compression) the cap is checked before
+  reading; otherwise the bytes are counted as they arrive.
+- **Secrets.** Server text that an error or a log line is built from is scrubbed of
+  the key (and of any ``Bearer`` token) first, so a server echoing the request's
+  headers cannot leak the key through an exception.
+- **Paths.** A task id goes into a URL as one escaped path segment
+  (:func:`task_segment`); ``..`` or a ``/`` never reach another path.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import email.utils
+import json as jsonlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import anyio
 import attrs
 import httpx
 
-from ._config import mask_key
+from ._config import DEFAULT_TIMEOUT, mask_key
 from ._exceptions import (
     APIError,
     ConnectError,
-    RateLimitError,
-    TimeoutError,
+    InvalidRequestError,
+    QuotaExhaustedError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
     TransportError,
     error_for,
+    scrub,
 )
 from ._limits import Governor, Kind
 from ._version import __version__
 from ._wire import parse_error_body
 
-__all__ = ["ApiSession", "RetryPolicy", "USER_AGENT"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "USER_AGENT",
+    "ApiSession",
+    "RetryPolicy",
+    "task_segment",
+]
 
 logger = logging.getLogger("wanr2v")
 
@@ -41,6 +74,10 @@ USER_AGENT: Final = f"wanr2v/{__version__} (+httpx/{httpx.__version__})"
 RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 CREATE_RETRYABLE_STATUS: Final = frozenset({429, 503})
 """A 429 or 503 on create means the service refused it: nothing was made, nothing billed."""
+DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+"""Cap of one API answer (decoded). A full list page is about 50 kB; a task about 2 kB."""
+MAX_TASK_ID_LENGTH: Final = 256
+_NO_SCOPE: Final = contextlib.nullcontext()
 
 
 @attrs.frozen(kw_only=True)
@@ -82,23 +119,35 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
+def translate(
+    exc: httpx.HTTPError, *, method: str, url: str, secrets: Iterable[str] = ()
+) -> TransportError:
     """An httpx exception as a wanr2v one; ``maybe_sent`` says if the request may have
     reached the service (then a create may have made a task)."""
-    cls: type[TransportError]
-    maybe_sent = True
+    text = scrub(f"{type(exc).__name__} on {method} {url}: {exc}".rstrip(": "), secrets)
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        cls = ConnectError
-        maybe_sent = False
-    elif isinstance(exc, httpx.TimeoutException):
-        cls = TimeoutError
-    else:
-        cls = TransportError
-    err = cls(f"{type(exc).__name__} on {method} {url}: {exc}".rstrip(": "))
-    err.method = method
-    err.url = url
-    err.maybe_sent = maybe_sent  # type: ignore[attr-defined]
-    return err
+        return ConnectError(text, method=method, url=url)
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeoutError(text, method=method, url=url)
+    return TransportError(text, method=method, url=url)
+
+
+def task_segment(task_id: str) -> str:
+    """``task_id`` as one escaped URL path segment.
+
+    Raises:
+        InvalidRequestError: empty, ``.`` or ``..``, a control character, or longer
+            than 256 characters: not a task id, and nothing is sent.
+    """
+    if (
+        not task_id
+        or task_id in (".", "..")
+        or len(task_id) > MAX_TASK_ID_LENGTH
+        or not task_id.isprintable()
+    ):
+        shown = repr(task_id[:60]) + ("..." if len(task_id) > 60 else "")
+        raise InvalidRequestError(f"Not a task id: {shown}.", field="task_id")
+    return urllib.parse.quote(task_id, safe="-_.~")
 
 
 def _explain(status: int, message: str | None, base_url: str, kind: str) -> str | None:
@@ -129,6 +178,8 @@ class ApiSession:
         governor: paces every call.
         retry: the retry policy.
         workspace: sent as ``X-DashScope-WorkSpace``.
+        deadline: seconds for one whole exchange (default: ``http``'s read timeout).
+        max_response_bytes: cap of one answer's body, decoded.
     """
 
     def __init__(
@@ -140,13 +191,25 @@ class ApiSession:
         governor: Governor,
         retry: RetryPolicy,
         workspace: str | None = None,
+        deadline: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.http = http
         self._api_key = api_key
+        self._secrets = (api_key,)
+        self._key_bytes = api_key.encode()
         self.base_url: str = base_url.rstrip("/")
         self.governor = governor
         self.retry = retry
         self.workspace = workspace
+        if deadline is None:
+            deadline = http.timeout.read or DEFAULT_TIMEOUT
+        if not deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}.")
+        if max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {max_response_bytes!r}.")
+        self.deadline: float = float(deadline)
+        self.max_response_bytes: int = max_response_bytes
         self.requests_sent: dict[str, int] = {}
         self.status_counts: dict[int, int] = {}
         self.rate_limited: int = 0
@@ -157,6 +220,10 @@ class ApiSession:
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this session's key (nor any ``Bearer`` token)."""
+        return scrub(text, self._secrets)
 
     def _note_date(self, value: str | None) -> None:
         if not value:
@@ -179,6 +246,58 @@ class ApiSession:
             h.update(extra)
         return h
 
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+    ) -> tuple[httpx.Response, bytes]:
+        """Send and read the whole answer, at most ``max_response_bytes`` of it."""
+        request = self.http.build_request(
+            method,
+            url,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout,
+        )
+        resp = await self.http.send(request, stream=True)
+        try:
+            cap = self.max_response_bytes
+            length = resp.headers.get("content-length")
+            plain = "content-encoding" not in resp.headers
+            if plain and length is not None and length.isdigit():
+                if int(length) > cap:
+                    raise self._too_large(method, url, f"announced {length} bytes")
+                return resp, await resp.aread()  # the common case: one bounded read
+            chunks: list[bytes] = []
+            size = 0
+            stream = resp.aiter_bytes()
+            try:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > cap:
+                        raise self._too_large(method, url, f"more than {cap} bytes")
+                    chunks.append(chunk)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            return resp, b"".join(chunks)
+        finally:
+            if not resp.is_closed:  # a whole read closes it already (the common case)
+                with anyio.CancelScope(shield=True):
+                    await resp.aclose()
+
+    def _too_large(self, method: str, url: str, what: str) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"The answer to {method} {url} was too large ({what}; the cap is "
+            f"max_response_bytes={self.max_response_bytes}); reading stopped.",
+            limit=self.max_response_bytes,
+            method=method,
+            url=url,
+        )
+
     async def request(
         self,
         kind: Kind,
@@ -199,14 +318,16 @@ class ApiSession:
         ``before_send`` is awaited right before each attempt goes out, after the
         governor's pacing (a journal records a create as sent there, not while it
         still waits for its turn). ``shield_exchange`` sees each exchange through to
-        its answer even if the caller is cancelled (bounded by the request timeout;
-        the pacing before it stays cancellable): a create that went out must not
-        leave a paid task nobody knows of.
+        its answer even if the caller is cancelled, for at most ``deadline`` seconds
+        (the pacing before it stays cancellable): a create that went out must not
+        leave a paid task nobody knows of. The returned response's body has been read
+        (and closed); use the returned JSON.
 
         Raises:
             APIError: (a subclass) for an error answer, after the allowed retries.
-            TransportError: when the exchange broke; ``maybe_sent`` tells if it may have
-                reached the service.
+            TransportError: when the exchange broke, timed out (``RequestTimeoutError``)
+                or answered too much (``ResponseTooLargeError``); ``maybe_sent`` tells
+                if it may have reached the service.
         """
         url = f"{self.base_url}/{path.lstrip('/')}"
         tries = self.retry.max_retries if max_retries is None else max_retries
@@ -215,32 +336,43 @@ class ApiSession:
         while True:
             await self.governor.acquire(kind, priority=priority)
             started = anyio.current_time()
+            err: TransportError | None = None
             try:
                 async with self.governor.http_slot():
-                    with anyio.CancelScope(shield=shield_exchange):
+                    with anyio.CancelScope(shield=True) if shield_exchange else _NO_SCOPE:
                         if before_send is not None:
                             await before_send()
                         self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
-                        resp = await self.http.request(
-                            method,
-                            url,
-                            json=json,
-                            params=params,
-                            headers=hdrs,
-                            timeout=(
-                                httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout
-                            ),
-                        )
+                        # One deadline for the whole exchange (a plain scope: cheaper
+                        # than fail_after's generator; the same semantics).
+                        with anyio.CancelScope(
+                            deadline=anyio.current_time() + self.deadline
+                        ) as deadline:
+                            resp, body = await self._exchange(method, url, json, params, hdrs)
+                        if deadline.cancelled_caught:
+                            raise builtins.TimeoutError
             except httpx.HTTPError as exc:
-                err = translate(exc, method=method, url=url)
-                retryable = not (kind == "create" and err.maybe_sent)  # type: ignore[attr-defined]
+                err = translate(exc, method=method, url=url, secrets=self._secrets)
+                cause: BaseException = exc
+            except builtins.TimeoutError as exc:  # the exchange's deadline
+                err = RequestTimeoutError(
+                    f"No whole answer to {method} {url} within {self.deadline:g}s.",
+                    method=method,
+                    url=url,
+                )
+                cause = exc
+            except ResponseTooLargeError as exc:
+                err = exc
+                cause = exc
+            if err is not None:
+                retryable = not (kind == "create" and err.maybe_sent)
                 if retryable and attempt < tries:
                     delay = self.retry.backoff(attempt, None)
                     logger.info(
                         "%s %s: %s; retry %d/%d in %.2fs",
                         method,
                         path,
-                        type(exc).__name__,
+                        type(cause).__name__,
                         attempt + 1,
                         tries,
                         delay,
@@ -254,17 +386,21 @@ class ApiSession:
                         method,
                         path,
                         attempt + 1,
-                        type(exc).__name__,
+                        type(cause).__name__,
                     )
-                raise err from exc
+                if err is cause:
+                    raise err
+                raise err from cause
             elapsed = anyio.current_time() - started
             status = resp.status_code
             self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
+            if self._key_bytes and self._key_bytes in body:  # echoed back: never passed on
+                body = body.replace(self._key_bytes, b"***")
             if status == 200:
                 try:
-                    data = resp.json()
+                    data = jsonlib.loads(body) if body else None
                 except (ValueError, RecursionError):  # a deeply nested body is malformed too
                     data = None
                 if isinstance(data, dict):
@@ -273,8 +409,12 @@ class ApiSession:
                     "%s %s -> %d request_id=%s %.0fms", method, path, status, rid, elapsed * 1000
                 )
                 return resp, data
-            code, message, body_rid = parse_error_body(resp.content)
+            code, message, body_rid = parse_error_body(body)
+            # Server text: scrubbed before it reaches an error or a log line.
+            code = self.scrub(code) if code else code
+            message = self.scrub(message) if message else message
             rid = body_rid or rid
+            rid = self.scrub(rid) if rid else rid
             retry_after = parse_retry_after(resp.headers.get("retry-after"))
             logger.debug(
                 "%s %s -> %d %s request_id=%s %.0fms",
@@ -285,14 +425,24 @@ class ApiSession:
                 rid,
                 elapsed * 1000,
             )
-            if status == 429:
-                self.rate_limited += 1
-                self.governor.throttled(kind, retry_after)
-            allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
             message = _explain(status, message, self.base_url, kind)
             error: APIError = error_for(
                 status, code, message, request_id=rid, task_id=task_id, retry_after=retry_after
             )
+            if isinstance(error, QuotaExhaustedError):
+                self.rate_limited += 1
+                logger.warning(
+                    "%s %s -> %d %s: not retried (waiting does not clear it)",
+                    method,
+                    path,
+                    status,
+                    code,
+                )
+                raise error
+            if status == 429:
+                self.rate_limited += 1
+                self.governor.throttled(kind, retry_after)
+            allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
             if status in allowed and attempt < tries:
                 # A 429's pause is taken by the governor (shared by every caller);
                 # the backoff here only spreads the retries.
@@ -320,6 +470,4 @@ class ApiSession:
                     code,
                     attempt + 1,
                 )
-            if isinstance(error, RateLimitError):
-                error.retry_after = retry_after
             raise error

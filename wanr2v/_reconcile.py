@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _config
-from ._exceptions import BadRequestError, SubmitOutcomeUnknownError, WanError
+from ._exceptions import BadRequestError, SubmitOutcomeUnknownError, WanError, collapsing_groups
 from ._models import Task, TaskResult, TaskStatus, TaskSummary
 from ._wire import fingerprint, format_list_time, parse_list
 
@@ -70,7 +70,7 @@ DATE_MARGIN_S = 5.0
 """Server seconds allowed for ``Date``'s one-second resolution and clock noise."""
 LOCAL_NOISE_S = 0.2
 """Local seconds allowed for scheduling noise around the send (scaled by time_scale)."""
-MAX_PAGES = 1000
+MAX_PAGES = 200
 """A listing longer than this many pages is left incomplete (so proves nothing)."""
 
 _WHITESPACE_RUN = re.compile(r"\s+")
@@ -151,8 +151,11 @@ async def _listing(
             params={**params, "page_size": size, "page_no": page_no},
         )
         page = parse_list(data)
+        before = len(seen)
         for row in page.items:
             seen.setdefault(row.task_id, row)
+        if page.items and len(seen) == before:
+            return list(seen.values()), False  # a repeated page: the listing is not whole
         if page_no == 1:
             first_total = page.total
             served = len(page.items)
@@ -261,9 +264,9 @@ async def find_lost_task(
                 # A service that refuses a window without its end: the default 24 h.
                 rows, complete = await _listing(client, model, base_url, None)
         except WanError as exc:
-            error.candidates = ()  # type: ignore[attr-defined]
-            error.message += f" Reconciliation could not list tasks: {exc}"
-            raise error from exc
+            raise error.evolve(
+                candidates=(), detail=f"Reconciliation could not list tasks: {exc}"
+            ) from exc
         floor = _server_time_at(session.server_clock, sent_at, scale)
         looks: dict[str, str] = {}
         for row in rows:
@@ -292,9 +295,10 @@ async def find_lost_task(
                     client, task_id, base_url, body, prompt, looks[task_id]
                 )
 
-            async with anyio.create_task_group() as tg:
-                for task_id in slow:
-                    tg.start_soon(settle, task_id)
+            with collapsing_groups():  # no ExceptionGroup reaches a caller
+                async with anyio.create_task_group() as tg:
+                    for task_id in slow:
+                        tg.start_soon(settle, task_id)
         others.update(t for t, v in looks.items() if v == "other")
         matches = [t for t, v in looks.items() if v == "match"]
         unverified = [t for t, v in looks.items() if v == "unverified"]
@@ -309,19 +313,18 @@ async def find_lost_task(
                 fingerprint=fingerprint(body),
             )
         if matches or unverified:
-            error.candidates = tuple(matches + unverified)  # type: ignore[attr-defined]
-            error.message += (
-                f" Reconciliation found {len(matches)} matching and {len(unverified)} "
-                f"unverifiable unclaimed task(s): {', '.join(error.candidates)}."  # type: ignore[attr-defined]
+            candidates = tuple(matches + unverified)
+            raise error.evolve(
+                candidates=candidates,
+                detail=f"Reconciliation found {len(matches)} matching and {len(unverified)} "
+                f"unverifiable unclaimed task(s): {', '.join(candidates)}.",
             )
-            raise error
         if not complete:
-            error.candidates = ()  # type: ignore[attr-defined]
-            error.message += (
-                " Reconciliation could not list every task (fewer listed than the "
-                "service's total), so it cannot prove that none was made."
+            raise error.evolve(
+                candidates=(),
+                detail="Reconciliation could not list every task (fewer listed than the "
+                "service's total), so it cannot prove that none was made.",
             )
-            raise error
         if settle_until is None or listed_at >= settle_until:
             return None  # a complete, settled listing without any candidate
         # Nothing yet, but a late commit or a lagging list could still show it.

@@ -90,7 +90,8 @@ class JournalError(WanError):
     path: str | None
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
-        super().__init__(message, path=path)
+        super().__init__(message)
+        self.path = path
 
 
 class JournalConflictError(JournalError):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import email.utils
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.lowlevel
@@ -28,7 +29,14 @@ from starlette.routing import Route
 
 from wanr2v.testing import _rules
 from wanr2v.testing._emulator import Answer
-from wanr2v.testing._faults import DEFAULT_HANG_S, Endpoint, FaultKind, FaultRule
+from wanr2v.testing._faults import (
+    DEFAULT_HANG_S,
+    DEFAULT_HUGE_BYTES,
+    DEFAULT_TRICKLE_S,
+    Endpoint,
+    FaultKind,
+    FaultRule,
+)
 
 if TYPE_CHECKING:
     from wanr2v.testing._emulator import Emulator
@@ -431,7 +439,142 @@ class _EmulatorASGI:
                 rule.delay if rule.delay is not None else DEFAULT_HANG_S, receive, send
             )
             return True
+        elif kind in _HOSTILE:
+            await self._hostile(rule, endpoint, scope, receive, send)
+            return True
         return False
+
+    # --- hostile servers ---------------------------------------------------------------
+
+    async def _hostile(
+        self, rule: FaultRule, endpoint: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        emu = self.emu
+        kind = rule.kind
+        if _socket_of(send) is None:  # in process there is no socket to misbehave on
+            emu.count(endpoint, 0)
+            raise ConnectionDropped(f"{kind.value} needs a real socket")
+        if kind is FaultKind.ECHO_HEADERS:
+            ordered = sorted(scope["headers"], key=lambda kv: kv[0].lower() != b"authorization")
+            echoed = "; ".join(f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in ordered)
+            body = {
+                "request_id": emu.new_request_id(),
+                "code": rule.code or _rules.INVALID_PARAMETER,
+                "message": f"{rule.message or 'Bad request'}; the request's headers were: {echoed}",
+            }
+            await _answer(Answer(rule.status or 400, body))(scope, receive, send)
+            emu.count(endpoint, rule.status or 400)
+            return
+        if kind is FaultKind.REPEAT_PAGE:
+            await _answer(self._repeated_page(scope))(scope, receive, send)
+            emu.count(endpoint, 200)
+            return
+        if kind is FaultKind.TRICKLE:
+            await self._trickle(rule, scope, receive, send)
+            emu.count(endpoint, 200)
+            return
+        if kind is FaultKind.HUGE_ANSWER:
+            size = rule.size if rule.size is not None else DEFAULT_HUGE_BYTES
+            head = b'{"request_id":"' + emu.new_request_id().encode() + b'","pad":"'
+            tail = b'"}'
+            pad = max(0, size - len(head) - len(tail))
+
+            async def huge() -> AsyncIterator[bytes]:
+                yield head
+                block = b"a" * 65536
+                left = pad
+                while left > 0:
+                    yield block[: min(left, len(block))]
+                    left -= min(left, len(block))
+                yield tail
+
+            await _stream(
+                send,
+                receive,
+                200,
+                [(b"content-type", b"application/json"), (b"content-length", str(size).encode())],
+                huge(),
+            )
+            emu.count(endpoint, 200)
+            return
+        # ENDLESS_BODY
+        if endpoint == "video":
+            headers = [(b"content-type", b"video/mp4")]
+            first, block = b"\x00\x00\x00\x18ftypmp42", b"\x00" * 65536
+        else:
+            headers = [(b"content-type", b"application/json")]
+            first, block = b'{"request_id":"endless","output":{"task_id":"', b"x" * 65536
+
+        async def endless() -> AsyncIterator[bytes]:
+            yield first
+            while True:
+                yield block
+
+        await _stream(send, receive, 200, headers, endless())
+        emu.count(endpoint, 200)
+
+    def _repeated_page(self, scope: Scope) -> Answer:
+        emu = self.emu
+        qs = scope["query_string"].decode("latin-1")
+        params = {k: v[-1] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        params["page_no"] = "1"
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        ans = emu.list_tasks(str(scope["wanr2v.region"]), headers, urlencode(params))
+        if ans.status != 200 or not isinstance(ans.body, dict):
+            return ans
+        try:
+            page_size = max(1, min(int(params.get("page_size", "10")), 100))
+        except ValueError:
+            page_size = 10
+        rows = list(ans.body.get("data") or [])[:page_size]
+        model = params.get("model_name") or "wan2.6-r2v-flash"
+        now_ms = int(emu.now() * 1000)
+        i = 0
+        while len(rows) < page_size:
+            rows.append(
+                {
+                    "task_id": f"repeat-{i:04d}-0000-0000-000000000000",
+                    "status": "SUCCEEDED",
+                    "model_name": model,
+                    "gmt_create": now_ms - 86_000_000,
+                }
+            )
+            i += 1
+        total = 1_000_000
+        body = {
+            **ans.body,
+            "data": rows,
+            "total": total,
+            "total_page": -(-total // page_size),
+            "page_no": int(params.get("page_no", "1")),
+            "page_size": page_size,
+        }
+        return Answer(200, body, ans.headers)
+
+    async def _trickle(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        """Carry the request out, then send its answer one byte at a time."""
+        start: Message = {}
+        parts: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(_with_date(message, self.emu.now()))
+            elif message["type"] == "http.response.body":
+                parts.append(bytes(message.get("body", b"")))
+
+        await self.inner(scope, receive, capture)
+        body = b"".join(parts)
+        pause = rule.delay if rule.delay is not None else DEFAULT_TRICKLE_S
+
+        async def drip() -> AsyncIterator[bytes]:
+            for i in range(len(body)):
+                if i:
+                    await anyio.sleep(pause)
+                yield body[i : i + 1]
+
+        await _stream(
+            send, receive, int(start.get("status", 200)), list(start.get("headers", [])), drip()
+        )
 
     async def _drop(self, send: Send) -> None:
         cycle = _socket_of(send)
@@ -452,6 +595,50 @@ class _EmulatorASGI:
                 if message["type"] == "http.disconnect":
                     return
         await self._drop(send)
+
+
+_HOSTILE = frozenset(
+    {
+        FaultKind.ENDLESS_BODY,
+        FaultKind.TRICKLE,
+        FaultKind.ECHO_HEADERS,
+        FaultKind.REPEAT_PAGE,
+        FaultKind.HUGE_ANSWER,
+    }
+)
+
+
+async def _stream(
+    send: Send,
+    receive: Receive,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    chunks: AsyncIterator[bytes],
+) -> None:
+    """Send an answer chunk by chunk (at the pace the client reads: uvicorn's ``send``
+    waits while the socket's buffer is full) until done or the client goes away."""
+    cycle = _socket_of(send)
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            async for chunk in chunks:
+                if cycle is not None and (cycle.disconnected or cycle.transport.is_closing()):
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # A send to a vanished client returns at once: let the loop notice it.
+                await anyio.lowlevel.checkpoint()
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # uvicorn: the client disconnected
+            pass
+        tg.cancel_scope.cancel()
 
 
 def build_app(emu: Emulator) -> ASGIApp:

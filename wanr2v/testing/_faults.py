@@ -57,6 +57,22 @@ class FaultKind(enum.StrEnum):
         FAIL_TASK: on create, a 200; the task then ends FAILED with ``code`` /
             ``message``.
         EXPIRED_URL: on the video host, 403 as for an expired signed URL.
+
+    Hostile servers (they need a real socket: ``serve()`` or the pytest fixture; in
+    process they act as DROP):
+
+    Attributes:
+        ENDLESS_BODY: a 200 whose chunked body never ends, sent as fast as the client
+            reads (JSON-looking on the API, video bytes on the video host).
+        TRICKLE: the right answer (a create is carried out), one byte every ``delay``
+            real seconds (default 3): every read succeeds, the answer never completes
+            in any sane time.
+        ECHO_HEADERS: a 400 (``status``/``code`` to change it) whose message echoes
+            every request header, ``Authorization`` first.
+        REPEAT_PAGE: on the task list, the same full page for every ``page_no``
+            (padded with made-up tasks), claiming a million tasks.
+        HUGE_ANSWER: a 200 JSON answer of ``size`` bytes (default 100 MB), with its
+            ``Content-Length``, streamed as the client reads.
     """
 
     THROTTLE = "throttle"
@@ -69,6 +85,13 @@ class FaultKind(enum.StrEnum):
     FAIL_TASK = "fail_task"
     EXPIRED_URL = "expired_url"
 
+    # Hostile servers (keep this block last; add new kinds above it).
+    ENDLESS_BODY = "endless_body"
+    TRICKLE = "trickle"
+    ECHO_HEADERS = "echo_headers"
+    REPEAT_PAGE = "repeat_page"
+    HUGE_ANSWER = "huge_answer"
+
 
 _DEFAULT_ERRORS: dict[FaultKind, tuple[int, tuple[str, str]]] = {
     FaultKind.THROTTLE: (429, _rules.RATE_QUOTA),
@@ -78,6 +101,10 @@ _DEFAULT_ERRORS: dict[FaultKind, tuple[int, tuple[str, str]]] = {
 }
 #: Default hang: longer than any sane client timeout.
 DEFAULT_HANG_S = 3600.0
+#: Default pause between two bytes of a TRICKLE answer.
+DEFAULT_TRICKLE_S = 3.0
+#: Default size of a HUGE_ANSWER.
+DEFAULT_HUGE_BYTES = 100 * 1000 * 1000
 
 
 @attrs.frozen(kw_only=True)
@@ -95,7 +122,8 @@ class FaultRule:
         code: Error code (errors and FAIL_TASK; default per kind).
         message: Error message (default per kind).
         retry_after: ``Retry-After`` seconds of a THROTTLE answer.
-        delay: Real seconds of a SLOW answer or a HANG.
+        delay: Real seconds of a SLOW answer or a HANG; between two bytes of a TRICKLE.
+        size: Bytes of a HUGE_ANSWER.
     """
 
     kind: FaultKind = attrs.field(converter=FaultKind)
@@ -109,6 +137,7 @@ class FaultRule:
     message: str | None = None
     retry_after: float | None = None
     delay: float | None = None
+    size: int | None = None
 
     @count.validator
     def _check_count(self, _: object, value: int | None) -> None:
@@ -230,4 +259,6 @@ def _applies(kind: FaultKind, endpoint: Endpoint) -> bool:
         return endpoint is Endpoint.CREATE
     if kind is FaultKind.EXPIRED_URL:
         return endpoint is Endpoint.VIDEO
+    if kind is FaultKind.REPEAT_PAGE:
+        return endpoint is Endpoint.LIST
     return True
