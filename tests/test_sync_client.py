@@ -24,7 +24,7 @@ from wanr2v import (
     InvalidRequestError,
     TaskNotFoundError,
     TaskStatus,
-    TimeoutError,
+    RequestTimeoutError,
     VideoRequest,
     WanClient,
 )
@@ -188,7 +188,7 @@ def test_with_options_for_one_call(emu: Emulator) -> None:
     with WanClient(base_url=emu.base_url, api_key="sk-test-sync", time_scale=SCALE) as c:
         task = c.async_call(**FIELDS)
         emu.faults.add(FaultRule(kind=FaultKind.SLOW, endpoint=Endpoint.QUERY, delay=1.0, count=1))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(RequestTimeoutError):
             c.with_options(timeout=0.2, max_retries=0).fetch(task)
         emu.faults.add(FaultRule(kind=FaultKind.SLOW, endpoint=Endpoint.QUERY, delay=0.5, count=1))
         assert c.fetch(task).task_id == task.task_id

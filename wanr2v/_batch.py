@@ -313,8 +313,17 @@ class BatchRunner:
         if self.download_to is not None:
             # Partial downloads of this journal's tasks left by a killed run: this run
             # has finished its own downloads, so any left now are leftovers.
-            ids = [r.task_id for r in records if r.task_id]
-            await anyio.to_thread.run_sync(_remove_parts, self.download_to, ids)
+            names = set()
+            for r in records:
+                if r.task_id:
+                    names.add(f"{r.task_id}.mp4")
+                    with suppress(KeyError, IndexError, ValueError):
+                        names.add(
+                            (self.name or DEFAULT_TASK_NAME).format(
+                                key=r.batch_key, task_id=r.task_id, model=r.model or ""
+                            )
+                        )
+            await anyio.to_thread.run_sync(_remove_parts, self.download_to, names)
         return out
 
     # --- retries and budget ---------------------------------------------------------
@@ -757,10 +766,10 @@ def _record_cost(rec: SubmissionRecord) -> float:
     return req.estimated_cost_usd()  # a task made, or maybe made: it may bill
 
 
-def _remove_parts(folder: Path, task_ids: Iterable[str]) -> None:
-    """Remove the temporary ``.{task_id}….part`` files of ``task_ids`` in ``folder``."""
-    for task_id in task_ids:
-        for part in folder.glob(f".{glob.escape(task_id)}.*.part"):
+def _remove_parts(folder: Path, names: Iterable[str]) -> None:
+    """Remove the temporary ``.{name}.….part`` files of the videos ``names`` in ``folder``."""
+    for name in names:
+        for part in folder.glob(f".{glob.escape(name)}.*.part"):
             with suppress(OSError):
                 part.unlink()
 

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _config
-from ._exceptions import BadRequestError, SubmitOutcomeUnknownError, WanError, collapsing_groups
+from ._exceptions import APIError, BadRequestError, SubmitOutcomeUnknownError, WanError, collapsing_groups
 from ._models import Task, TaskResult, TaskStatus, TaskSummary
 from ._wire import fingerprint, format_list_time, parse_list
 
@@ -155,7 +155,12 @@ async def _listing(
         for row in page.items:
             seen.setdefault(row.task_id, row)
         if page.items and len(seen) == before:
-            return list(seen.values()), False  # a repeated page: the listing is not whole
+            raise APIError(
+                f"The task list repeated an earlier page as page {page_no}; the listing "
+                "was stopped (the service's paging cannot be trusted).",
+                status_code=200,
+                code="MalformedResponse",
+            )
         if page_no == 1:
             first_total = page.total
             served = len(page.items)
