@@ -122,7 +122,7 @@ def requests(n: int, seed: int) -> dict[str, dict[str, Any]]:
     for i in range(n):
         out[f"item-{i:04d}"] = {
             "model": rng.choice(["wan2.6-r2v-flash", "wan2.6-r2v"]),
-            "prompt": f"character1 waves at character2, chaos take {i} (seed {seed})",
+            "prompt": f"character1 waves at the camera, chaos take {i} (seed {seed})",
             "reference_urls": rng.sample(refs, rng.randint(1, 3)),
             "duration": rng.choice([2, 5, 10]),
             "size": rng.choice(["1280*720", "960*960", "1920*1080"]),
