@@ -776,6 +776,7 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        allow_duplicates: bool = False,
     ) -> list[BatchItem]:
         """Run many requests at once under the governor; outcomes in input order.
 
@@ -790,6 +791,11 @@ class AsyncWanClient:
                 running; ``"cancel_pending"`` cancels those still PENDING.
             spread: spread the items over every configured region that can serve
                 them, least loaded first.
+            allow_duplicates: with a ``journal``, let one request be recorded (and
+                paid) under several keys; by default that raises
+                :class:`~wanr2v.journal.DuplicateRequestError`, and a changed request
+                under a known key raises :class:`~wanr2v.journal.JournalConflictError`
+                (both before anything is sent).
         """
         runner = BatchRunner(
             self,
@@ -798,6 +804,7 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            allow_duplicates=allow_duplicates,
         )
         return await runner.run(requests)
 
@@ -810,6 +817,7 @@ class AsyncWanClient:
         fail_fast: bool = False,
         on_cancel: CancelPolicy = "detach",
         spread: bool = False,
+        allow_duplicates: bool = False,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """Like :meth:`run_many`, yielding each outcome as it completes::
 
@@ -824,6 +832,7 @@ class AsyncWanClient:
             fail_fast=fail_fast,
             on_cancel=on_cancel,
             spread=spread,
+            allow_duplicates=allow_duplicates,
         )
         return runner.as_completed(requests)
 
