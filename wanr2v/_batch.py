@@ -188,6 +188,7 @@ class BatchRunner:
         self._live: dict[str, Task] = {}
         self._lease: LeasedJournal | None = None
         self._lease_interval: float | None = None
+        self._last_beat = 0.0
         self._fatal: JournalError | None = None
         self._bound: set[str] = set()
         self._bind_lock = anyio.Lock()
@@ -229,6 +230,7 @@ class BatchRunner:
                 for key, req in pairs:
                     rec = await self.journal.add(SubmissionRecord.new(str(key), req))
                     jobs.append((key, req, rec))
+                    await self._beat_if_due()  # a long batch file takes a while to record
             else:
                 jobs = [(key, req, None) for key, req in pairs]
             async with self._running(jobs) as stream:
@@ -268,6 +270,7 @@ class BatchRunner:
             owner = await lease.acquire()
             self._lease = lease
             self._lease_interval = owner.ttl / HEARTBEATS_PER_TTL
+            self._last_beat = anyio.current_time()
         try:
             await self._check_accounts(journal)
             yield
@@ -278,6 +281,15 @@ class BatchRunner:
                         await lease.release()
                     except JournalError as exc:
                         logger.warning("could not release the journal's lease: %s", exc)
+
+    async def _beat_if_due(self) -> None:
+        """Renew the lease now if a heartbeat is due (before the heartbeat task runs)."""
+        if self._lease is None or self._lease_interval is None:
+            return
+        now = anyio.current_time()
+        if now - self._last_beat >= self._lease_interval:
+            await self._lease.heartbeat()
+            self._last_beat = now
 
     async def _keep_lease(self) -> None:
         """Renew the lease; on losing it (or the file), stop the whole batch."""
