@@ -258,3 +258,24 @@ def test_run_refuses_a_changed_request_and_a_renamed_duplicate(
         code, _, err = cli(monkeypatch, capsys, *args, "--allow-duplicates")
         assert code == 0, err
         assert emu.stats().tasks_created == 3
+
+
+def test_resume_of_a_journal_without_submissions_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal with no records (e.g. its main file copied alone before the first
+    checkpoint) is not "tasks 0, exit 0": exit 2 saying there is nothing to resume."""
+    import anyio
+
+    from wanr2v.journal import SQLiteJournal
+
+    db = tmp_path / "fresh.db"
+
+    async def make() -> None:
+        async with SQLiteJournal(db):
+            pass
+
+    anyio.run(make)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(monkeypatch, capsys, "resume", "--journal", str(db))
+    assert code == 2 and "holds no submissions" in err

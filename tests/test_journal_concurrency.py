@@ -387,3 +387,18 @@ async def test_a_copy_of_the_main_file_is_whole_after_a_heartbeat_and_after_clos
         assert len(await m.list()) == 5
         assert len(await e.list()) == 8
         assert await e.owner() is None  # released at close
+
+
+async def test_a_claim_reaches_the_main_file_at_once(tmp_path: Path) -> None:
+    """Right after NEW → SENDING (before the create goes out), a copy of the main file
+    alone already shows SENDING: a copy can never make a resume send it again."""
+    db = tmp_path / "j.db"
+    (sid,) = await fill(db, 1)
+    async with SQLiteJournal(db) as j:
+        await j.acquire()
+        await j.update(sid, expect_state=S.NEW, state=S.SENDING, attempts=1)
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)
+        async with SQLiteJournal(copy) as c:
+            rec = await c.get(sid)
+    assert rec is not None and rec.state is S.SENDING

@@ -29,10 +29,13 @@ Guarantees, and their limits:
   that was opened (same device and inode); a deleted or replaced journal raises
   :class:`~wanr2v.journal.JournalVanishedError` instead of writing into a ghost.
 * **The main file stays whole.** The WAL is checkpointed into the main file when the
-  lease is taken, at every heartbeat (passively) and at close (``TRUNCATE``), so a
-  copy of the main file alone lags a running batch by a heartbeat at most and holds
-  everything once the batch has ended. Copy the ``-wal`` file too, or use
-  ``sqlite3 batch.db ".backup copy.db"``, for an exact copy while a batch runs.
+  lease is taken, after every compare-and-set write (a claim: the main file never
+  shows NEW for a create that went out), at every heartbeat (passively) and at close
+  (``TRUNCATE``), so a copy of the main file alone lags a running batch by a
+  heartbeat at most and holds everything once the batch has ended. A passive
+  checkpoint is skipped while another process reads; a byte copy taken during a
+  checkpoint can be torn. For an exact copy while a batch runs, copy the ``-wal``
+  file too, or use ``sqlite3 batch.db ".backup copy.db"``.
 """
 
 from __future__ import annotations
@@ -558,7 +561,12 @@ class SQLiteJournal:
                 cur = conn.execute(f"UPDATE submissions SET {assignments} WHERE {where}", args)
                 if cur.rowcount != 1:  # pragma: no cover - the SELECT above already saw it
                     conflict(current, expected or ())
-                return new
+            if expected is not None:
+                # A claim (the runner's only compare-and-set writes) goes into the main
+                # file at once: a copy of it alone never shows NEW for a create that
+                # was sent. (At most a few creates a second: the cost is an fsync each.)
+                _checkpoint(conn, "PASSIVE")
+            return new
 
         return await self._run(update)
 
