@@ -174,6 +174,25 @@ async def test_a_second_runner_on_a_live_journal_is_refused(tmp_path: Path) -> N
         assert emu.stats().tasks_created == 2
 
 
+async def test_two_batches_of_one_program_may_share_one_journal_object(tmp_path: Path) -> None:
+    """The lease belongs to the journal object and counts its holders: a batch that ends
+    while another runs through the same object does not free the lease under it (its
+    heartbeats go on); the lease is free once both have ended."""
+    with serve(emulator()) as emu:
+        async with (
+            client_for(emu, api_key=KEY_A) as c,
+            SQLiteJournal(tmp_path / "j.db", lease_ttl=0.3) as j,
+        ):
+            async with c.as_completed([req(10 + i) for i in range(3)], journal=j) as results:
+                first = await c.run_many({f"a{i}": req(i) for i in range(3)}, journal=j)
+                assert await j.owner() is not None  # still held for the second batch
+                await anyio.sleep(0.3)  # several heartbeats of the second batch
+                second = [item async for item in results]
+            assert all(it.ok for it in first + second)
+            assert await j.owner() is None
+        assert emu.stats().tasks_created == 6
+
+
 class Unleased:
     """A JournalStore without a lease (a store that only implements the protocol)."""
 

@@ -684,7 +684,9 @@ class LeasedJournal(Protocol):
     """
 
     async def acquire(self) -> JournalOwner:
-        """Take the lease, or take it over from a dead owner.
+        """Take the lease, or take it over from a dead owner. Re-entrant for one store
+        object (several batches of one program may share it); each ``acquire`` is
+        matched by a ``release``.
 
         Raises:
             JournalBusyError: a live process holds it (named in the message).

@@ -211,6 +211,7 @@ class SQLiteJournal:
         self._closed = False
         self._identity: tuple[int, int] | None = None
         self._lease: JournalOwner | None = None
+        self._holders = 0
 
     @classmethod
     async def open(
@@ -664,7 +665,18 @@ class SQLiteJournal:
 
         def acquire(conn: sqlite3.Connection) -> tuple[JournalOwner, JournalOwner | None]:
             now = time.time()
-            mine = self._lease.token if self._lease is not None else uuid.uuid4().hex
+            if self._lease is not None:
+                # Held by this object already (the CLI, then its batch runner; or two
+                # batches of one program sharing it): one more holder, same lease.
+                with _transaction(conn):
+                    self._fence(conn)
+                    conn.execute(
+                        "UPDATE owner SET heartbeat_at = ? WHERE id = 1 AND token = ?",
+                        (now, self._lease.token),
+                    )
+                self._holders += 1
+                return self._lease, None
+            mine = uuid.uuid4().hex
             with _transaction(conn):
                 row = conn.execute("SELECT * FROM owner WHERE id = 1").fetchone()
                 current = None if row is None else _owner(row)
@@ -693,8 +705,9 @@ class SQLiteJournal:
                     (me.token, me.pid, me.host, me.started_at, me.heartbeat_at, me.ttl),
                 )
             self._lease = me
+            self._holders = 1
             _checkpoint(conn, "PASSIVE")
-            return me, (current if current is not None and current.token != mine else None)
+            return me, current
 
         me, previous = await self._run(acquire)
         if previous is not None:
@@ -729,13 +742,17 @@ class SQLiteJournal:
         await self._run(beat)
 
     async def release(self) -> None:
-        """Give the lease up and checkpoint the WAL; harmless when not held."""
+        """Give the lease up (once every :meth:`acquire` of this object is matched) and
+        checkpoint the WAL; harmless when not held."""
         if self._lease is None or self._closed:
             self._lease = None
             return
 
         def release(conn: sqlite3.Connection) -> None:
             if self._lease is None:
+                return
+            self._holders -= 1
+            if self._holders > 0:
                 return
             token, self._lease = self._lease.token, None
             with _transaction(conn):
