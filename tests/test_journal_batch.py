@@ -13,7 +13,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
-from wanr2v import InvalidParameterError, RateLimitError
+from wanr2v import InvalidParameterError, RateLimitError, SubmitOutcomeUnknownError
 from wanr2v.journal import (
     DuplicateRequestError,
     JournalAccountError,
@@ -320,6 +320,30 @@ async def test_an_account_refusal_on_create_goes_back_to_new(tmp_path: Path) -> 
             rec = await j.get_by_key("k")
             assert rec is not None and rec.state is S.NEW and rec.error_type == "RateLimitError"
             assert rec.body is None and rec.base_url is None
+            items = await c.resume(j)
+            assert items[0].ok
+        assert emu.stats().tasks_created == 1 and emu.stats().duplicate_creates == 0
+
+
+async def test_an_error_while_reconciling_a_lost_create_is_not_a_refusal(tmp_path: Path) -> None:
+    """The create's answer is lost (it did make a task) and the lookup that follows is
+    refused (429 on the list): that is no proof of absence, so the record stays
+    AMBIGUOUS (not NEW), and resume adopts the task instead of paying again."""
+    db = tmp_path / "j.db"
+    with serve(emulator()) as emu:
+        emu.faults.add(
+            FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1)
+        )
+        emu.faults.add(FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.LIST, count=1))
+        async with (
+            client_for(emu, api_key=KEY_A, max_retries=0, reconcile_grace=0.05) as c,
+            SQLiteJournal(db) as j,
+        ):
+            items = await c.run_many({"k": req(1)}, journal=j)
+            assert isinstance(items[0].error, (SubmitOutcomeUnknownError, RateLimitError))
+            rec = await j.get_by_key("k")
+            assert rec is not None and rec.state is S.AMBIGUOUS and rec.body is not None
+            assert emu.stats().tasks_created == 1
             items = await c.resume(j)
             assert items[0].ok
         assert emu.stats().tasks_created == 1 and emu.stats().duplicate_creates == 0

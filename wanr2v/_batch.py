@@ -620,8 +620,10 @@ class BatchRunner:
         except APIError as exc:
             # An error *answer* to the create (not a lost one, which is
             # SubmitOutcomeUnknownError, nor a failed lookup while reconciling, which
-            # leaves an unresolved create behind): the service made nothing.
-            if rec is not None and len(client.unresolved) == unresolved:
+            # leaves an unresolved create behind and is raised by a list or a query):
+            # the service made nothing. Both checks must agree; when unsure, the
+            # record stays SENDING and resume reconciles it.
+            if rec is not None and len(client.unresolved) == unresolved and _from_create(exc):
                 await self._record_refusal(rec, exc)
             raise
         self._live[task.task_id] = task  # before any await: a cancel policy must see it
@@ -744,6 +746,19 @@ class BatchRunner:
                 error_code=getattr(exc, "code", None),
                 error_message=str(exc)[:2000],
             )
+
+
+def _from_create(exc: BaseException) -> bool:
+    """Whether ``exc`` is the answer to a create request itself (raised by the API
+    session's ``request`` for kind ``"create"``), not to a list or query made while
+    reconciling: only the former proves that no task was made."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "request" and frame.f_locals.get("kind") == "create":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
