@@ -876,6 +876,7 @@ class Downloader:
             text.endswith(("/", os.sep))
             or await anyio.Path(path).is_dir()
             or (not path.suffix and not await anyio.Path(path).exists())
+            or await anyio.Path(path).is_dir()  # made meanwhile by a concurrent download
         )
         try:
             if as_dir:
