@@ -349,6 +349,24 @@ async def test_an_error_while_reconciling_a_lost_create_is_not_a_refusal(tmp_pat
         assert emu.stats().tasks_created == 1 and emu.stats().duplicate_creates == 0
 
 
+def test_only_the_create_requests_own_answer_counts_as_a_refusal() -> None:
+    """An error raised by the API session's request for a create proves no task was
+    made; the same error raised by a list or a query (a lookup) proves nothing."""
+    from wanr2v._batch import _from_create
+    from wanr2v._exceptions import BadRequestError
+
+    def request(kind: str) -> None:
+        raise BadRequestError("HTTP 400 InvalidParameter: no", status_code=400)
+
+    caught = []
+    for kind in ("create", "list", "query"):
+        try:
+            request(kind)
+        except BadRequestError as exc:
+            caught.append(_from_create(exc))
+    assert caught == [True, False, False]
+
+
 # --- a journal lost mid-run -----------------------------------------------------------------
 
 
