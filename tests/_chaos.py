@@ -139,9 +139,9 @@ def requests(n: int, seed: int, *, messy: bool = False) -> dict[str, dict[str, A
         out[f"item-{i:04d}"] = {
             "model": rng.choice(["wan2.6-r2v-flash", "wan2.6-r2v"]),
             "prompt": (
-                f"  character1  waves at Cafe\u0301 character2,\tchaos take {i} (seed {seed}) "
+                f"  character1  waves at the Cafe\u0301 camera,\tchaos take {i} (seed {seed}) "
                 if messy
-                else f"character1 waves at character2, chaos take {i} (seed {seed})"
+                else f"character1 waves at the camera, chaos take {i} (seed {seed})"
             ),
             "reference_urls": rng.sample(refs, rng.randint(1, 3)),
             "duration": rng.choice([2, 5, 10]),

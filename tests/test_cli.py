@@ -422,7 +422,7 @@ def test_load_batch_reads_toml_defaults_and_resolves_relative_paths(tmp_path: Pa
     path.write_text(
         '[defaults]\nmodel = "wan2.6-r2v-flash"\naudio = false\n\n'
         '[[requests]]\nprompt = "one"\nreference_urls = ["me.mp4", "https://x.test/a.png"]\n\n'
-        '[[requests]]\nkey = "two"\nprompt = "two"\nmodel = "wan2.6-r2v"\n'
+        '[[requests]]\nkey = "two"\nprompt = "two"\nmodel = "wan2.6-r2v"\naudio = true\n'
         'reference_urls = ["/abs/b.png"]\n'
     )
     batch = load_batch(path)

@@ -131,7 +131,7 @@ def _references(draw: st.DrawFn) -> list[str]:
     return draw(st.permutations(refs))
 
 
-_prompt = st.text(min_size=1, max_size=2000).filter(lambda s: s.strip())
+_prompt = st.text(min_size=1, max_size=1500).filter(lambda s: s.strip())
 
 
 @st.composite
@@ -154,6 +154,8 @@ def valid_fields(draw: st.DrawFn) -> dict[str, Any]:
     for name, strategy in optional.items():
         if draw(st.booleans()):
             fields[name] = draw(strategy)
+    if fields["model"] == "wan2.6-r2v" and fields.get("audio") is False:
+        fields["audio"] = True  # silent video is flash-only (refused on the standard model)
     return fields
 
 

@@ -73,7 +73,7 @@ def new_record(key: str = "line-1", n: int = 0, **fields: Any) -> SubmissionReco
 def full_record() -> SubmissionRecord:
     """A record with every field set to a non-default value."""
     req = VideoRequest(
-        model="wan2.6-r2v",
+        model="wan2.6-r2v-flash",
         prompt="character1 and character2 dance — 日本語 too",
         reference_urls=[Path("/tmp/clip one.mp4"), "oss://bucket/b.png"],
         negative_prompt="blur",

@@ -98,7 +98,11 @@ async def test_virginia_refusals_before_sending(api_key: str) -> None:
         for fields, why in [
             (FLASH, "model wan2.6-r2v-flash"),
             (
-                {**FLASH, "model": "wan2.6-r2v", "reference_urls": ["https://x/a.mp4"]},
+                {
+                    **FLASH,
+                    "model": "wan2.6-r2v",
+                    "reference_urls": ["https://x/a.mp4", "https://x/b.mp4"],
+                },
                 "duration 4s",
             ),
             ({**FLASH, "model": "wan2.6-r2v", "duration": 5}, "picture references"),

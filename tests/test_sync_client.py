@@ -22,9 +22,9 @@ from wanr2v import (
     AsyncWanClient,
     ConfigurationError,
     InvalidRequestError,
+    RequestTimeoutError,
     TaskNotFoundError,
     TaskStatus,
-    RequestTimeoutError,
     VideoRequest,
     WanClient,
 )

@@ -12,6 +12,28 @@ When the caller's scope is cancelled, ``on_cancel`` says what becomes of the rem
 tasks: ``"detach"`` leaves them running (a journal still knows them: ``resume``
 picks them up), ``"cancel_pending"`` cancels those still PENDING (not billed) and
 detaches the rest.
+
+With a journal, before anything is added or sent:
+
+* the runner takes the journal's lease when the store has one
+  (:class:`~wanr2v.journal.LeasedJournal`): a second runner on a live journal gets
+  :class:`~wanr2v.journal.JournalBusyError` naming the holder; the lease is renewed
+  every few seconds and a runner that loses it (or whose file vanishes) stops the
+  batch with that error;
+* the journal's accounts are checked: tasks made at a base URL with another key (by
+  fingerprint), or unfinished tasks at a base URL this client has no key for, raise
+  :class:`~wanr2v.journal.JournalAccountError`;
+* (``run`` / ``as_completed``) a changed request under a journaled key raises
+  :class:`~wanr2v.journal.JournalConflictError`, and the same request under two keys
+  :class:`~wanr2v.journal.DuplicateRequestError` unless ``allow_duplicates``.
+
+Each create is claimed compare-and-set right before it goes out (``NEW`` →
+``SENDING`` only if still ``NEW``), so even two runners that got past the lease send
+each submission once. A definite refusal of a create (an error answer, not a lost
+one) is recorded as it is: ``FAILED`` for a request the service will never accept
+(400 other than ``Arrearage``, 404), back to ``NEW`` for one refused for the account's
+sake (401, 403, 429, 503, ``Arrearage``: nothing was made, a later ``resume`` tries
+again) — never ``AMBIGUOUS``, which only a lost answer is.
 """
 
 from __future__ import annotations
@@ -30,6 +52,10 @@ import anyio
 import attrs
 
 from ._exceptions import (
+    APIError,
+    ArrearageError,
+    BadRequestError,
+    NotFoundError,
     SubmitOutcomeUnknownError,
     TaskError,
     UnsupportedOperationError,
@@ -39,9 +65,16 @@ from ._exceptions import (
 from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
 from ._wire import fingerprint
 from .journal import (
+    JournalAccountError,
+    JournalBusyError,
+    JournalError,
     JournalStore,
+    JournalVanishedError,
+    LeasedJournal,
     SubmissionRecord,
     SubmissionState,
+    account_fingerprint,
+    check_requests,
     result_to_dict,
 )
 
@@ -117,6 +150,13 @@ def check_name_template(name: str) -> str:
     if not name.lower().endswith((".mp4", ".mov")):
         raise ValueError(f"name template {name!r}: end it with .mp4 (a video file name).")
     return name
+
+
+ACCOUNTS_META = "accounts"
+"""Journal meta key: ``{base_url: account fingerprint}`` of the keys that made its tasks."""
+
+HEARTBEATS_PER_TTL = 6
+"""The lease is renewed this many times per ``lease_ttl`` (every 5 s by default)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -209,6 +249,8 @@ class BatchRunner:
         budget_usd: create no task whose estimated cost would take the batch over this
             many USD, counting what the journal's tasks already billed or may bill
             (resumes too); such items end with :class:`BudgetExceededError`.
+        allow_duplicates: let one request be journaled under several keys (several
+            paid takes of it); refused by default.
     """
 
     def __init__(
@@ -223,6 +265,7 @@ class BatchRunner:
         retry_failed: bool = False,
         name: str | None = None,
         budget_usd: float | None = None,
+        allow_duplicates: bool = False,
     ) -> None:
         if on_cancel not in ("detach", "cancel_pending"):
             raise ValueError(f"on_cancel must be 'detach' or 'cancel_pending', got {on_cancel!r}.")
@@ -239,9 +282,18 @@ class BatchRunner:
         self.fail_fast = fail_fast
         self.on_cancel = on_cancel
         self.spread = spread
+        self.allow_duplicates = allow_duplicates
         self._workers: anyio.CancelScope | None = None
+        self._outer: anyio.CancelScope | None = None
         self._unresolved_at_start = len(client.unresolved)
         self._live: dict[str, Task] = {}
+        self._lease: LeasedJournal | None = None
+        self._lease_interval: float | None = None
+        self._last_beat = 0.0
+        self._fatal: JournalError | None = None
+        self._bound: set[str] = set()
+        self._bind_lock = anyio.Lock()
+        self._settled: set[str] = set()
 
     # --- entry points ---------------------------------------------------------------
 
@@ -282,32 +334,41 @@ class BatchRunner:
         self, pairs: list[tuple[Any, VideoRequest]]
     ) -> AsyncIterator[AsyncIterator[BatchItem]]:
         jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]]
-        if self.journal is not None:
-            jobs = []
-            for key, req in pairs:
-                rec = await self.journal.add(SubmissionRecord.new(str(key), req))
-                rec = await self._maybe_retry(rec)
-                jobs.append((key, req, rec))
-        else:
-            jobs = [(key, req, None) for key, req in pairs]
-        await self._count_committed()
-        async with self._running(jobs) as stream:
-            yield stream
+        async with self._owning_journal():
+            if self.journal is not None:
+                # The money rule, before anything is added or sent.
+                await check_requests(
+                    self.journal,
+                    {str(key): req for key, req in pairs},
+                    allow_duplicates=self.allow_duplicates,
+                )
+                jobs = []
+                for key, req in pairs:
+                    rec = await self.journal.add(SubmissionRecord.new(str(key), req))
+                    rec = await self._maybe_retry(rec)
+                    jobs.append((key, req, rec))
+                    await self._beat_if_due()  # a long batch file takes a while to record
+            else:
+                jobs = [(key, req, None) for key, req in pairs]
+            await self._count_committed()
+            async with self._running(jobs) as stream:
+                yield stream
 
     async def resume(self) -> list[BatchItem]:
         """Finish every unfinished submission of the journal (after a crash, kill -9
         included): poll known tasks, reconcile ambiguous creates, download results."""
         if self.journal is None:
             raise ValueError("resume needs a journal.")
-        records = [await self._maybe_retry(r) for r in await self.journal.list()]
-        await self._count_committed()
-        jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]] = [
-            (r.batch_key, None, r) for r in records
-        ]
         out: list[BatchItem] = []
-        async with self._running(jobs) as results:
-            async for item in results:
-                out.append(item)
+        async with self._owning_journal():
+            records = [await self._maybe_retry(r) for r in await self.journal.list()]
+            await self._count_committed()
+            jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]] = [
+                (r.batch_key, None, r) for r in records
+            ]
+            async with self._running(jobs) as results:
+                async for item in results:
+                    out.append(item)
         order = {r.batch_key: i for i, r in enumerate(records)}
         out.sort(key=lambda it: order.get(it.key, math.inf))
         if self.download_to is not None:
@@ -380,6 +441,130 @@ class BatchRunner:
         if self.budget_usd is not None:
             self._committed += billed - reserved
 
+    # --- owning the journal -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _owning_journal(self) -> AsyncIterator[None]:
+        """Hold the journal's lease (when it has one) and check its accounts."""
+        journal = self.journal
+        if journal is None:
+            yield
+            return
+        # (Through ``object``: mypy cannot narrow one protocol to another.)
+        store: object = journal
+        lease = store if isinstance(store, LeasedJournal) else None
+        if lease is not None:
+            owner = await lease.acquire()
+            self._lease = lease
+            self._lease_interval = owner.ttl / HEARTBEATS_PER_TTL
+            self._last_beat = anyio.current_time()
+        try:
+            await self._check_accounts(journal)
+            yield
+        finally:
+            if lease is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await lease.release()
+                    except JournalError as exc:
+                        logger.warning("could not release the journal's lease: %s", exc)
+
+    async def _beat_if_due(self) -> None:
+        """Renew the lease now if a heartbeat is due (before the heartbeat task runs)."""
+        if self._lease is None or self._lease_interval is None:
+            return
+        now = anyio.current_time()
+        if now - self._last_beat >= self._lease_interval:
+            await self._lease.heartbeat()
+            self._last_beat = now
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease; on losing it (or the file), stop the whole batch."""
+        lease, interval = self._lease, self._lease_interval
+        assert lease is not None and interval is not None
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await lease.heartbeat()
+            except JournalError as exc:
+                self._stop(exc)
+                return
+
+    def _stop(self, exc: JournalError) -> None:
+        """A journal failure no item survives: stop everything, raise ``exc`` at the end."""
+        if self._fatal is None:
+            self._fatal = exc
+            logger.error("batch stopped, nothing more is sent: %s", exc)
+        if self._outer is not None:
+            self._outer.cancel()
+
+    def _accounts(self) -> dict[str, str]:
+        """``{base_url: fingerprint}`` of the client's keys (never the keys)."""
+        out = {}
+        for region in self.client.regions:
+            session = self.client.session_for_region(region)
+            auth = session.headers("query").get("Authorization", "")
+            out[session.base_url] = account_fingerprint(auth.removeprefix("Bearer "))
+        return out
+
+    async def _check_accounts(self, journal: JournalStore) -> None:
+        """Refuse a client that is not the one the journal's tasks belong to."""
+        path = getattr(journal, "path", None)
+        path = path if isinstance(path, str) else None
+        stored: dict[str, str] = dict(await journal.get_meta(ACCOUNTS_META) or {})
+        mine = self._accounts()
+        for url, fp in stored.items():
+            if url in mine and mine[url] != fp:
+                raise JournalAccountError(
+                    f"The journal's tasks at {url} were made with another API key (account "
+                    f"{fp}, this client's key is {mine[url]}): queried with this key they "
+                    "would all look lost. Use the key that made them, or another journal. "
+                    "Nothing was sent or changed.",
+                    base_url=url,
+                    expected=fp,
+                    got=mine[url],
+                    path=path,
+                )
+        for rec in await journal.list():
+            url = (rec.base_url or "").rstrip("/")
+            if rec.is_terminal or not url or url in mine:
+                continue
+            raise JournalAccountError(
+                f"The journal has unfinished tasks at {url} (e.g. key {rec.batch_key!r}), "
+                f"but this client only reaches {', '.join(sorted(mine))}: point it at "
+                f"{url} (with the key that made them), or use another journal. Nothing "
+                "was sent or changed.",
+                base_url=url,
+                expected=stored.get(url),
+                got=None,
+                path=path,
+            )
+
+    async def _bind(self, base_url: str) -> None:
+        """Record which account makes tasks at ``base_url`` (refuse another one)."""
+        journal = self.journal
+        url = base_url.rstrip("/")
+        if journal is None or url in self._bound:
+            return
+        fp = self._accounts().get(url)
+        if fp is None:
+            return
+        async with self._bind_lock:
+            stored: dict[str, str] = dict(await journal.get_meta(ACCOUNTS_META) or {})
+            known = stored.get(url)
+            if known is not None and known != fp:
+                raise JournalAccountError(
+                    f"The journal's tasks at {url} were made with another API key "
+                    f"(account {known}, this client's key is {fp}); nothing was sent.",
+                    base_url=url,
+                    expected=known,
+                    got=fp,
+                )
+            if known is None:
+                stored[url] = fp
+                await journal.set_meta(ACCOUNTS_META, stored)
+            self._bound.add(url)
+
     # --- machinery ------------------------------------------------------------------
 
     @asynccontextmanager
@@ -402,7 +587,10 @@ class BatchRunner:
             # caller as the first meaningful one, the others in its notes: no group.
             with collapsing_groups():
                 async with anyio.create_task_group() as outer:
+                    self._outer = outer.cancel_scope
                     outer.start_soon(produce)
+                    if self._lease_interval is not None:
+                        outer.start_soon(self._keep_lease)
                     try:
                         async with receive:
                             yield receive
@@ -411,6 +599,8 @@ class BatchRunner:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _cleanup(self) -> None:
         unresolved = len(self.client.unresolved) - self._unresolved_at_start
@@ -537,7 +727,9 @@ class BatchRunner:
         except Exception as exc:  # one item's failure is its own outcome
             if task is not None:
                 self._live.pop(task.task_id, None)
-            if not isinstance(exc, WanError):
+            if isinstance(exc, (JournalBusyError, JournalVanishedError)):
+                self._stop(exc)  # no item may go on: each would write (or send) blind
+            elif not isinstance(exc, WanError):
                 logger.exception("batch item %r failed unexpectedly", key)
             await self._record_error(rec, exc, task)
             return BatchItem(key=key, request=req, task=task, result=result, error=exc)
@@ -575,6 +767,7 @@ class BatchRunner:
     ) -> Task:
         """The item's task: the journal's, a reconciled one, or a new create."""
         client = self.client
+        expect = [SubmissionState.NEW]
         if rec is not None:
             rec = await self._refresh(rec)
             if rec.task_id:
@@ -589,16 +782,25 @@ class BatchRunner:
                     submitted_at=rec.sent_at,
                     fingerprint=rec.fingerprint,
                 )
+            # The state the claim below expects: NEW, or AMBIGUOUS when reconciliation
+            # just proved that the earlier create made nothing.
+            expect = [rec.state]
             if rec.state.needs_reconciliation and rec.body is not None:
                 found = await self._reconcile_record(rec)
                 if found is not None:
                     return found
                 # Provably no task: the estimate counted for it at the start is free again.
                 self._settle(req.estimated_cost_usd() if self.budget_usd is not None else 0, 0)
-        return await self._create(key, req, rec, base_url)
+                expect = [SubmissionState.AMBIGUOUS]
+        return await self._create(key, req, rec, base_url, expect)
 
     async def _create(
-        self, key: Any, req: VideoRequest, rec: SubmissionRecord | None, base_url: str
+        self,
+        key: Any,
+        req: VideoRequest,
+        rec: SubmissionRecord | None,
+        base_url: str,
+        expect: list[SubmissionState],
     ) -> Task:
         client = self.client
         if rec is not None and rec.body is not None:
@@ -607,24 +809,33 @@ class BatchRunner:
         else:
             body, headers = await client.prepare(req, base_url=base_url)
         sid = rec.submission_id if rec is not None else None
+        attempts = [rec.attempts if rec is not None else 0]
 
         async def on_sent(sent_at: float) -> None:
-            if rec is not None:
-                await self._record(
-                    rec,
-                    state=SubmissionState.SENDING,
-                    body=dict(body),
-                    fingerprint=fingerprint(body),
-                    sent_at=sent_at,
-                    base_url=base_url,
-                    region=client._region_of(base_url),
-                    attempts=(rec.attempts or 0) + 1,
-                )
+            if rec is None or self.journal is None:
+                return
+            await self._bind(base_url)
+            # The claim: compare-and-set, so of two runners only one sends. Raised
+            # here, a conflict stops this create before it goes out.
+            attempts[0] += 1
+            await self.journal.update(
+                rec.submission_id,
+                expect_state=expect[0],
+                state=SubmissionState.SENDING,
+                body=dict(body),
+                fingerprint=fingerprint(body),
+                sent_at=sent_at,
+                base_url=base_url,
+                region=client._region_of(base_url),
+                attempts=attempts[0],
+            )
+            expect[0] = SubmissionState.SENDING  # a retry of a refused send is ours too
 
         claimed = self.journal.known_task_ids if self.journal is not None else None
         # Local work (checks, uploads) is done and free: only now does the item take its
         # estimate from the budget, so an item failing locally never holds any.
         reserved = await self._reserve(key, req)
+        unresolved = len(client.unresolved)
         try:
             task = await client.submit_body(
                 body,
@@ -637,8 +848,20 @@ class BatchRunner:
             )
         except SubmitOutcomeUnknownError:
             raise  # a task may exist: its estimate stays committed
+        except APIError as exc:
+            # An error *answer* to the create (not a lost one, which is
+            # SubmitOutcomeUnknownError, nor a failed lookup while reconciling, which
+            # leaves an unresolved create behind and is raised by a list or a query):
+            # the service made nothing. Both checks must agree; when unsure, the
+            # record stays SENDING and resume reconciles it.
+            if len(client.unresolved) == unresolved and _from_create(exc):
+                self._settle(reserved, 0.0)
+                if rec is not None:
+                    await self._record_refusal(rec, exc)
+            raise
         except Exception:
-            self._settle(reserved, 0.0)  # provably nothing was made
+            if len(client.unresolved) == unresolved:
+                self._settle(reserved, 0.0)  # provably nothing was made
             raise
         self._live[task.task_id] = task  # before any await: a cancel policy must see it
         with anyio.CancelScope(shield=True):  # what is known is recorded, even when cancelled
@@ -711,10 +934,34 @@ class BatchRunner:
             )
         await self.journal.update(rec.submission_id, **changes)
 
+    async def _record_refusal(self, rec: SubmissionRecord, exc: APIError) -> None:
+        """A create the service refused: final when the request is at fault, else NEW."""
+        assert self.journal is not None
+        final = isinstance(exc, (BadRequestError, NotFoundError)) and not isinstance(
+            exc, ArrearageError
+        )
+        changes: dict[str, Any] = {
+            "state": SubmissionState.FAILED if final else SubmissionState.NEW,
+            "error_type": type(exc).__name__,
+            "error_code": exc.code,
+            "error_message": str(exc)[:2000],
+        }
+        if not final:  # nothing was made: the next try prepares (and uploads) afresh
+            changes.update(body=None, fingerprint=None, sent_at=None, base_url=None, region=None)
+        with anyio.CancelScope(shield=True):
+            await self.journal.update(
+                rec.submission_id, expect_state=SubmissionState.SENDING, **changes
+            )
+        self._settled.add(rec.submission_id)
+
     async def _record_error(
         self, rec: SubmissionRecord | None, exc: Exception, task: Task | None
     ) -> None:
-        if rec is None or self.journal is None:
+        if rec is None or self.journal is None or rec.submission_id in self._settled:
+            return
+        if isinstance(exc, JournalError):
+            # The journal refused (a lost claim, a lost lease, a mismatch) or is gone:
+            # the record is not this runner's to change, or cannot be changed.
             return
         fresh = await self._refresh(rec)
         S = SubmissionState
@@ -772,6 +1019,19 @@ def _remove_parts(folder: Path, names: Iterable[str]) -> None:
         for part in folder.glob(f".{glob.escape(name)}.*.part"):
             with suppress(OSError):
                 part.unlink()
+
+
+def _from_create(exc: BaseException) -> bool:
+    """Whether ``exc`` is the answer to a create request itself (raised by the API
+    session's ``request`` for kind ``"create"``), not to a list or query made while
+    reconciling: only the former proves that no task was made."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "request" and frame.f_locals.get("kind") == "create":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:

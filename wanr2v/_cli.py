@@ -1010,9 +1010,15 @@ async def _open_journal(ctx: Context, path: Path, *, must_exist: bool) -> SQLite
             f"no journal at {path} (start a batch with `wanr2v run FILE --journal ...`)."
         )
     try:
-        return await SQLiteJournal.open(path, secrets=ctx.out.secrets)
+        journal = await SQLiteJournal.open(path, secrets=ctx.out.secrets, create=not must_exist)
     except JournalError as exc:
         raise CliError(f"cannot open the journal {path}: {exc}") from None
+    try:  # one batch at a time, taken before this command writes anything
+        await journal.acquire()
+    except JournalError as exc:
+        await journal.aclose()
+        raise CliError(str(exc)) from None
+    return journal
 
 
 def _batch_report(
@@ -1156,6 +1162,7 @@ async def _drive_batch(
                     retry_failed=retry_failed,
                     name=name,
                     budget_usd=budget_usd,
+                    allow_duplicates=ctx.args.allow_duplicates,
                 ) as results:
                     async for item in results:
                         view.item_done(item)
@@ -1188,7 +1195,7 @@ async def cmd_run(ctx: Context) -> int:
     async with client:
         journal = await _open_journal(ctx, journal_path, must_exist=False)
         async with journal:
-            await _check_journal(journal, client.base_url, requests)
+            await _check_journal(journal, client.base_url, requests, a.allow_duplicates)
             await journal.set_meta("out", str(out_dir))
             await journal.set_meta("base_url", client.base_url)
             await journal.set_meta("region", client.region)
@@ -1223,9 +1230,12 @@ async def cmd_run(ctx: Context) -> int:
 
 
 async def _check_journal(
-    journal: SQLiteJournal, base_url: str, requests: Mapping[str, VideoRequest]
+    journal: SQLiteJournal,
+    base_url: str,
+    requests: Mapping[str, VideoRequest],
+    allow_duplicates: bool = False,
 ) -> None:
-    from .journal import request_to_dict
+    from .journal import JournalConflictError, check_requests
 
     known = await journal.get_meta("base_url")
     if known is not None and known != base_url:
@@ -1233,14 +1243,10 @@ async def _check_journal(
             f"the journal {journal.path} belongs to {known}, not {base_url}: its tasks live "
             "there; use --base-url/--region to match it, or another journal."
         )
-    known_records = {rec.batch_key: rec for rec in await journal.list()}
-    for key, request in requests.items():
-        rec = known_records.get(key)
-        if rec is not None and rec.request != request_to_dict(request):
-            raise CliError(
-                f"the journal {journal.path} already holds a different request under key "
-                f"{key!r}; give the changed request a new key, or use another journal."
-            )
+    try:  # the library's money rule (run_many applies it too)
+        await check_requests(journal, requests, allow_duplicates=allow_duplicates)
+    except JournalConflictError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _dry_run(
@@ -1329,6 +1335,11 @@ async def cmd_resume(ctx: Context) -> int:
                 budget = float(known) if known is not None else None
             name = await journal.get_meta("name") or "{task_id}.mp4"
             unfinished = await _unfinished(journal)
+            if not sum((await journal.counts()).values()):
+                raise CliError(
+                    f"the journal {journal_path} holds no submissions: nothing to resume "
+                    "(a journal copied while its batch ran needs its -wal file too)."
+                )
             ctx.out.line(
                 f"resuming {journal_path}: {unfinished} unfinished submission(s) → "
                 f"{_show_path(out_dir)}/ ({client.base_url})"
@@ -2049,6 +2060,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(against --budget); send nothing",
     )
     _add_reach_run_options(p)
+    p.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="let one request run (and be paid) under several keys (refused by default)",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = add(

@@ -972,6 +972,7 @@ class AsyncWanClient:
         retry_failed: bool = False,
         name: str | None = None,
         budget_usd: float | None = None,
+        allow_duplicates: bool = False,
     ) -> list[BatchItem]:
         """Run many requests at once under the governor; outcomes in input order.
 
@@ -995,6 +996,11 @@ class AsyncWanClient:
             budget_usd: a spending cap: no task is created whose estimated cost would
                 take the batch (what the journal's tasks billed or may bill included)
                 over it; those items end with :class:`BudgetExceededError`.
+            allow_duplicates: with a ``journal``, let one request be recorded (and
+                paid) under several keys; by default that raises
+                :class:`~wanr2v.journal.DuplicateRequestError`, and a changed request
+                under a known key raises :class:`~wanr2v.journal.JournalConflictError`
+                (both before anything is sent).
         """
         runner = BatchRunner(
             self,
@@ -1006,6 +1012,7 @@ class AsyncWanClient:
             retry_failed=retry_failed,
             name=name,
             budget_usd=budget_usd,
+            allow_duplicates=allow_duplicates,
         )
         return await runner.run(requests)
 
@@ -1021,6 +1028,7 @@ class AsyncWanClient:
         retry_failed: bool = False,
         name: str | None = None,
         budget_usd: float | None = None,
+        allow_duplicates: bool = False,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """Like :meth:`run_many`, yielding each outcome as it completes::
 
@@ -1038,6 +1046,7 @@ class AsyncWanClient:
             retry_failed=retry_failed,
             name=name,
             budget_usd=budget_usd,
+            allow_duplicates=allow_duplicates,
         )
         return runner.as_completed(requests)
 

@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import posixpath
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -118,6 +119,13 @@ MIN_DURATION: Final = 2
 MAX_DURATION: Final = 10
 MAX_SEED: Final = 2_147_483_647
 SHOT_TYPES: Final = ("single", "multi")
+MAX_PROMPT: Final = 1500
+"""Characters of ``input.prompt`` the service reads; it cuts the rest silently."""
+STANDARD_MODEL: Final = "wan2.6-r2v"
+FLASH_MODEL: Final = "wan2.6-r2v-flash"
+# ``character1`` … as the service reads them: any case (the vendor's own sample writes
+# "Character2"), not part of a longer word, next to any text (Chinese has no spaces).
+_CHARACTER: Final = re.compile(r"(?<![a-z])character(\d+)(?!\d)", re.IGNORECASE)
 
 Reference = str | os.PathLike[str]
 """A reference: an ``http(s)://`` or ``oss://`` URL, a ``file://`` URL, or a local path."""
@@ -207,8 +215,13 @@ class VideoRequest:
     Args:
         model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"`` (typed as :data:`ModelName`;
             another name is accepted for models the vendor adds later).
-        prompt: up to 1500 characters (the service cuts longer text silently); name the
-            subjects ``character1`` … ``character5`` in the order of ``reference_urls``.
+        prompt: up to 1500 characters; name the subjects ``character1`` … ``character5``
+            in the order of ``reference_urls``. A longer prompt is refused here: the
+            service would accept it, cut it at 1500 characters without a word and bill a
+            video that ignores its end, so an error (shorten it yourself, knowing what is
+            dropped) costs less than a warning in a log nobody reads. Naming a
+            ``characterN`` with no N-th reference is refused too: the service has no
+            subject for it and makes (and bills) a video without it.
         reference_urls: 1–5 references (at most 5 images, 3 videos): ``http(s)://`` or
             ``oss://`` URLs, ``file://`` URLs or local paths (uploaded for you).
         negative_prompt: up to 500 characters.
@@ -216,6 +229,9 @@ class VideoRequest:
         duration: whole seconds, 2–10 (service default 5).
         shot_type: ``"single"`` or ``"multi"``.
         audio: flash only; ``False`` for a silent video (the service's default is sound).
+            ``audio=False`` on ``wan2.6-r2v`` is refused: that model always makes sound
+            and ignores the flag, so the silent video you asked for would be billed at
+            the full price with sound (also when given through ``extra_parameters``).
         watermark: add the vendor's watermark.
         seed: 0–2147483647.
         prompt_extend: let the service rewrite the prompt (sent as
@@ -328,6 +344,35 @@ class VideoRequest:
             or not 0 <= self.seed <= MAX_SEED
         ):
             raise bad("parameters.seed", f"an integer from 0 to {MAX_SEED}, got {self.seed!r}.")
+        self._check_costly(bad)
+
+    def _check_costly(self, bad: Callable[[str, str], InvalidRequestError]) -> None:
+        # Fields the service *accepts* but that would make a paid video other than the one
+        # asked for: refused here, before anything is uploaded or sent.
+        audio = self.extra_parameters.get("audio", self.audio)
+        if audio is False and self.model == STANDARD_MODEL:
+            raise bad(
+                "parameters.audio",
+                f"{STANDARD_MODEL} always makes a video with sound (billed at its full price): "
+                "the service ignores audio=False there. For a silent video use "
+                f"model={FLASH_MODEL!r}; otherwise leave audio unset.",
+            )
+        if len(self.prompt) > MAX_PROMPT:
+            raise bad(
+                "input.prompt",
+                f"{len(self.prompt)} characters; the service reads the first {MAX_PROMPT:,} and "
+                "silently drops the rest, so the video would ignore the end of your prompt. "
+                f"Shorten it to {MAX_PROMPT:,} characters or fewer.",
+            )
+        n = len(self.reference_urls)
+        for m in _CHARACTER.finditer(self.prompt):
+            if not 1 <= int(m.group(1)) <= n:
+                raise bad(
+                    "input.prompt",
+                    f"names {m.group(0)!r}, but there {'is' if n == 1 else 'are'} only {n} "
+                    f"reference{'' if n == 1 else 's'} (character1 … character{n}, in the "
+                    "order of reference_urls): add its reference or rename it.",
+                )
 
     @property
     def local_references(self) -> tuple[int, ...]:

@@ -58,7 +58,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _config
-from ._exceptions import APIError, BadRequestError, SubmitOutcomeUnknownError, WanError, collapsing_groups
+from ._exceptions import (
+    APIError,
+    BadRequestError,
+    SubmitOutcomeUnknownError,
+    WanError,
+    collapsing_groups,
+)
 from ._models import Task, TaskResult, TaskStatus, TaskSummary
 from ._wire import fingerprint, format_list_time, parse_list
 

@@ -22,6 +22,9 @@ recording its answer: treat it as ``AMBIGUOUS``.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import json
 import math
 import os
 import time
@@ -37,9 +40,17 @@ from .._models import TaskResult, VideoRequest
 
 __all__ = [
     "FROZEN_FIELDS",
+    "DuplicateRequestError",
+    "JournalAccountError",
+    "JournalBusyError",
     "JournalConflictError",
     "JournalError",
+    "JournalOwner",
     "JournalStore",
+    "JournalVanishedError",
+    "LeasedJournal",
+    "account_fingerprint",
+    "check_requests",
     "SubmissionRecord",
     "SubmissionState",
     "UPDATABLE_FIELDS",
@@ -120,6 +131,127 @@ class JournalConflictError(JournalError):
         super().__init__(message, path=path)
         self.submission_id = submission_id
         self.current = current
+
+
+class JournalAccountError(JournalConflictError):
+    """The journal's tasks were made with another account (API key) at a base URL, or
+    live at a base URL this client cannot reach; nothing was sent or changed.
+
+    A task id means something only to the account and region that made it: queried
+    with another key, every live task would answer ``UNKNOWN`` and be given up for
+    lost. Resume with the key (and base URL) that made the journal, or use another
+    journal.
+
+    Attributes:
+        base_url: where the journal's tasks live.
+        expected: the fingerprint of the key that made them (never the key), or
+            ``None`` when the client has no key for ``base_url`` at all.
+        got: the fingerprint of the client's key for ``base_url``, or ``None``.
+    """
+
+    base_url: str
+    expected: str | None
+    got: str | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        base_url: str,
+        expected: str | None,
+        got: str | None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.base_url = base_url
+        self.expected = expected
+        self.got = got
+
+
+class DuplicateRequestError(JournalConflictError):
+    """The same request is already journaled (or given) under another key: sending it
+    would pay for the same video again. Nothing was sent or recorded.
+
+    Pass ``allow_duplicates=True`` (``wanr2v run --allow-duplicates``) when you do want
+    several takes of one request (without a ``seed``, each take is another video).
+
+    Attributes:
+        key: the new key.
+        other_key: the key that already holds the same request.
+        submission_id: the existing record's id, when it is journaled.
+        current: the existing record, when it is journaled.
+    """
+
+    key: str
+    other_key: str
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        other_key: str,
+        submission_id: str | None = None,
+        current: SubmissionRecord | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, submission_id=submission_id, current=current, path=path)
+        self.key = key
+        self.other_key = other_key
+
+
+@attrs.frozen(kw_only=True)
+class JournalOwner:
+    """The process holding a journal's lease (one batch runner at a time).
+
+    Attributes:
+        token: a random id of this holding (not of the process).
+        pid: the process id.
+        host: the host name.
+        started_at: UNIX time the lease was taken.
+        heartbeat_at: UNIX time the owner last said it is alive.
+        ttl: seconds without a heartbeat after which the lease is free.
+    """
+
+    token: str
+    pid: int
+    host: str
+    started_at: float
+    heartbeat_at: float
+    ttl: float
+
+    def describe(self, now: float | None = None) -> str:
+        """``pid 123 on host h (since 12:00:03 UTC, last heartbeat 2 s ago)``."""
+        now = time.time() if now is None else now
+        since = time.strftime("%H:%M:%S UTC", time.gmtime(self.started_at))
+        ago = max(0.0, now - self.heartbeat_at)
+        return f"pid {self.pid} on host {self.host} (since {since}, last heartbeat {ago:.0f} s ago)"
+
+
+class JournalBusyError(JournalError):
+    """Another live process holds the journal's lease (a ``run`` or ``resume`` is going
+    on), or took it over from this one. Nothing was sent.
+
+    Wait for the other process to finish, or stop it: a lease whose owner died (its
+    pid is gone on the same host, or it missed heartbeats for ``ttl`` seconds) is
+    taken over by the next runner.
+
+    Attributes:
+        owner: the process holding the lease, when known.
+    """
+
+    owner: JournalOwner | None
+
+    def __init__(
+        self, message: str, *, owner: JournalOwner | None = None, path: str | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.owner = owner
+
+
+class JournalVanishedError(JournalError):
+    """The journal file was deleted, moved or replaced while open: what is written now
+    would be lost. The batch stops before sending anything more."""
 
 
 # --- record ----------------------------------------------------------------------------
@@ -355,6 +487,88 @@ def check_no_secrets(value: object, secrets: Iterable[str], *, where: str) -> No
             stack.extend(item)
 
 
+def account_fingerprint(api_key: str) -> str:
+    """A short, stable fingerprint of an API key: which account made a journal's tasks.
+
+    A keyed hash (HMAC-SHA256 under a fixed label, 16 hex digits): it tells two keys
+    apart and cannot be turned back into the key, so it may be stored and shown.
+    """
+    digest = hmac.new(b"wanr2v journal account v1", api_key.encode(), hashlib.sha256)
+    return "k1-" + digest.hexdigest()[:16]
+
+
+def _canonical(request: Mapping[str, Any]) -> str:
+    return json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+async def check_requests(
+    journal: JournalStore,
+    requests: Mapping[str, VideoRequest],
+    *,
+    allow_duplicates: bool = False,
+) -> None:
+    """The journal's money rule, checked before a batch adds or sends anything.
+
+    * A key the journal knows with a **different** request is refused: the journal
+      would hand back the old task's result as the new request's (or resume the old
+      one), so the changed request would silently not be made.
+    * A request the journal already holds under **another** key (a renamed key), or
+      that two new keys share, is refused unless ``allow_duplicates``: it would be paid
+      for again.
+
+    Raises:
+        JournalConflictError: a changed request under a known key.
+        DuplicateRequestError: the same request under two keys.
+    """
+    path = getattr(journal, "path", None)
+    path = path if isinstance(path, str) else None
+    records = await journal.list()
+    by_key = {rec.batch_key: rec for rec in records}
+    by_request: dict[str, SubmissionRecord] = {}
+    for rec in records:
+        by_request.setdefault(_canonical(rec.request), rec)
+    seen: dict[str, str] = {}
+    for key, request in requests.items():
+        canon = _canonical(json.loads(_canonical(request_to_dict(request))))
+        known = by_key.get(key)
+        if known is not None:
+            if _canonical(known.request) != canon:
+                raise JournalConflictError(
+                    f"The journal{f' {path}' if path else ''} already holds a different "
+                    f"request under key {key!r} (state {known.state.value}); give the "
+                    "changed request a new key, or use another journal. Nothing was sent.",
+                    submission_id=known.submission_id,
+                    current=known,
+                    path=path,
+                )
+            continue
+        if allow_duplicates:
+            continue
+        other = by_request.get(canon)
+        if other is not None:
+            raise DuplicateRequestError(
+                f"Key {key!r}: the journal already holds this exact request under key "
+                f"{other.batch_key!r} (state {other.state.value}); sending it would pay "
+                "for it again. Use the old key, change the request, or allow duplicates "
+                "(allow_duplicates=True, `wanr2v run --allow-duplicates`). Nothing was sent.",
+                key=key,
+                other_key=other.batch_key,
+                submission_id=other.submission_id,
+                current=other,
+                path=path,
+            )
+        if canon in seen:
+            raise DuplicateRequestError(
+                f"Keys {seen[canon]!r} and {key!r} hold the same request; it would be paid "
+                "for twice. Remove one, change one, or allow duplicates "
+                "(allow_duplicates=True, `wanr2v run --allow-duplicates`). Nothing was sent.",
+                key=key,
+                other_key=seen[canon],
+                path=path,
+            )
+        seen[canon] = key
+
+
 # --- the protocol ----------------------------------------------------------------------
 
 
@@ -455,4 +669,44 @@ class JournalStore(Protocol):
         tb: TracebackType | None,
     ) -> None:
         """Close the store."""
+        ...
+
+
+@runtime_checkable
+class LeasedJournal(Protocol):
+    """A store that lets one batch runner at a time own it (optional for stores).
+
+    The batch runner takes the lease before it adds or sends anything, renews it every
+    few seconds, and releases it at the end. While a lease is held, every write of the
+    holder is fenced: it fails with :class:`JournalBusyError` once another process has
+    taken the lease over, so a runner that was paused past its lease sends nothing more.
+    A store without leases still gets compare-and-set claims (``update(...,
+    expect_state=NEW)``), so no submission is sent twice even then.
+    """
+
+    async def acquire(self) -> JournalOwner:
+        """Take the lease, or take it over from a dead owner. Re-entrant for one store
+        object (several batches of one program may share it); each ``acquire`` is
+        matched by a ``release``.
+
+        Raises:
+            JournalBusyError: a live process holds it (named in the message).
+        """
+        ...
+
+    async def heartbeat(self) -> None:
+        """Say the owner is alive.
+
+        Raises:
+            JournalBusyError: the lease was taken over.
+            JournalVanishedError: the store is gone.
+        """
+        ...
+
+    async def release(self) -> None:
+        """Give the lease up (harmless when not held)."""
+        ...
+
+    async def owner(self) -> JournalOwner | None:
+        """Who holds the lease now (a dead owner included), or ``None``."""
         ...

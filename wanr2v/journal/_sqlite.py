@@ -5,16 +5,50 @@ guarded by a ``threading.Lock``, so it works under asyncio and trio alike and ne
 blocks the event loop. Each write is one transaction, committed before the call
 returns. Other processes may open the same file (``wanr2v status`` while a batch runs,
 or a resume after a crash); ``busy_timeout`` makes them wait for each other's writes.
+
+Guarantees, and their limits:
+
+* **One runner at a time.** A batch runner takes the journal's lease (the ``owner``
+  row: token, pid, host, heartbeat) before it adds or sends anything; a second runner
+  on a live journal gets :class:`~wanr2v.journal.JournalBusyError` naming the holder.
+  A dead holder is taken over: at once when it ran on this host and its pid is gone,
+  otherwise after ``lease_ttl`` seconds without a heartbeat. Once a lease is held,
+  each write of its holder checks it in the same transaction (a fence), so a runner
+  that was paused past its lease and taken over writes, hence claims and sends,
+  nothing more. Hosts sharing one file must agree on the clock within ``lease_ttl``
+  (and SQLite should not be shared over a network filesystem anyway).
+* **Compare-and-set claims.** ``update(..., expect_state=...)`` is one
+  ``UPDATE ... WHERE state IN (...)`` whose row count is checked, inside a
+  ``BEGIN IMMEDIATE`` transaction: of two writers, one moves ``NEW`` to ``SENDING``.
+* **A file is a journal or is refused.** A new journal is built in a side file and
+  linked into place whole, so no process ever sees a half-made one; an existing file
+  that is empty, is not SQLite, or holds no journal (e.g. a journal's main file copied
+  without its ``-wal`` file before its first checkpoint) is refused, never "resumed"
+  as an empty batch.
+* **A vanished file is noticed.** Each call checks that the path still names the file
+  that was opened (same device and inode); a deleted or replaced journal raises
+  :class:`~wanr2v.journal.JournalVanishedError` instead of writing into a ghost.
+* **The main file stays whole.** The WAL is checkpointed into the main file when the
+  lease is taken, after every compare-and-set write (a claim: the main file never
+  shows NEW for a create that went out), at every heartbeat (passively) and at close
+  (``TRUNCATE``), so a copy of the main file alone lags a running batch by a
+  heartbeat at most and holds everything once the batch has ended. A passive
+  checkpoint is skipped while another process reads; a byte copy taken during a
+  checkpoint can be torn. For an exact copy while a batch runs, copy the ``-wal``
+  file too, or use ``sqlite3 batch.db ".backup copy.db"``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
@@ -25,19 +59,33 @@ import attrs
 
 from ._base import (
     UPDATABLE_FIELDS,
+    JournalBusyError,
     JournalConflictError,
     JournalError,
+    JournalOwner,
+    JournalVanishedError,
     SubmissionRecord,
     SubmissionState,
     check_no_secrets,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteJournal"]
+__all__ = ["DEFAULT_LEASE_TTL", "SCHEMA_VERSION", "SQLiteJournal"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
-"""Kept in ``PRAGMA user_version``; a file with a higher number is refused."""
+logger = logging.getLogger("wanr2v")
+
+SCHEMA_VERSION: Final = 2
+"""Kept in ``PRAGMA user_version``; a file with a higher number is refused. Version 2
+added the lease (``owner``) and the journal's identity (meta ``journal_id``); a version 1
+journal is upgraded on open, and a wanr2v that knows only version 1 refuses it (it would
+not honour the lease)."""
+
+DEFAULT_LEASE_TTL: Final = 30.0
+"""Seconds without a heartbeat after which a runner's lease is free for another host
+(on the same host, a holder whose pid is gone is taken over at once)."""
+
+_HOST: Final = socket.gethostname()
 
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
 """Seconds a statement waits for another process's write lock before failing."""
@@ -77,6 +125,16 @@ CREATE INDEX IF NOT EXISTS submissions_state ON submissions (state);
 CREATE TABLE IF NOT EXISTS meta (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL            -- JSON
+);
+-- The lease: at most one runner (a row) owns the journal at a time.
+CREATE TABLE IF NOT EXISTS owner (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    token         TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    host          TEXT NOT NULL,
+    started_at    REAL NOT NULL,
+    heartbeat_at  REAL NOT NULL,
+    ttl           REAL NOT NULL
 );
 """
 
@@ -122,6 +180,10 @@ class SQLiteJournal:
             process; ``"NORMAL"`` skips that sync (faster, still safe against
             ``kill -9``, see the note in ``_connect``).
         busy_timeout: seconds to wait for another process's write lock.
+        create: make the journal when ``path`` does not exist (the default); with
+            ``False`` a missing file is a :class:`~wanr2v.journal.JournalError` (a
+            resume must find what a run wrote, not start afresh).
+        lease_ttl: seconds without a heartbeat after which a runner's lease is free.
     """
 
     def __init__(
@@ -131,16 +193,25 @@ class SQLiteJournal:
         secrets: Iterable[str] = (),
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create: bool = True,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be > 0 seconds, got {lease_ttl!r}")
         self._path = os.fspath(path)
         self._secrets = tuple(s for s in secrets if s)
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
+        self._create = create
+        self._lease_ttl = float(lease_ttl)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._identity: tuple[int, int] | None = None
+        self._lease: JournalOwner | None = None
+        self._holders = 0
 
     @classmethod
     async def open(
@@ -150,14 +221,23 @@ class SQLiteJournal:
         secrets: Iterable[str] = (),
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create: bool = True,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> SQLiteJournal:
         """Open (creating if needed) the journal at ``path``; see the class for the args.
 
         Raises:
-            JournalError: the file cannot be opened, is not a journal, or was written
-                by a newer wanr2v.
+            JournalError: the file cannot be opened, is missing (with ``create=False``),
+                is not a journal, or was written by a newer wanr2v.
         """
-        journal = cls(path, secrets=secrets, synchronous=synchronous, busy_timeout=busy_timeout)
+        journal = cls(
+            path,
+            secrets=secrets,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            create=create,
+            lease_ttl=lease_ttl,
+        )
         await journal._run(lambda conn: None)
         return journal
 
@@ -191,6 +271,7 @@ class SQLiteJournal:
             try:
                 if self._conn is None:
                     self._conn = self._connect()
+                self._check_file()
                 return fn(self._conn)
             except sqlite3.IntegrityError as exc:
                 raise JournalConflictError(
@@ -200,7 +281,95 @@ class SQLiteJournal:
             except sqlite3.Error as exc:
                 raise JournalError(f"Journal {self._path!r}: {exc}", path=self._path) from exc
 
+    def _check_file(self) -> None:
+        """Refuse to go on when the path no longer names the file that was opened."""
+        if self._identity is None:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            what = "was deleted or moved"
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+            what = "was replaced by another file"
+        raise JournalVanishedError(
+            f"The journal {self._path!r} {what} while it was open: nothing more is "
+            "written to it (what would be written now would be lost). Tasks already "
+            "created keep running; restore the file and `resume`.",
+            path=self._path,
+        )
+
+    def _create_file(self) -> None:
+        """Build a new journal in a side file and link it into place whole (atomic: a
+        process opening ``path`` meanwhile sees no file or a complete journal)."""
+        tmp = f"{self._path}.new-{uuid.uuid4().hex[:12]}"
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = DELETE")
+                conn.execute("PRAGMA synchronous = FULL")
+                with _transaction(conn):
+                    self._create_schema(conn)
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self._path)
+            except FileExistsError:
+                pass  # another process made it first: open theirs
+            except OSError:  # no hard links on this filesystem: a plain rename
+                if not os.path.exists(self._path):
+                    os.replace(tmp, self._path)
+            with contextlib.suppress(OSError):
+                dir_fd = os.open(os.path.dirname(os.path.abspath(self._path)), os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as exc:
+            raise JournalError(
+                f"Cannot create the journal {self._path!r}: {exc}", path=self._path
+            ) from exc
+        finally:
+            for leftover in (tmp, f"{tmp}-journal"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for key, value in (("journal_id", str(uuid.uuid4())), ("created_at", time.time())):
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
+
+    def _newer(self, version: int) -> JournalError:
+        return JournalError(
+            f"The journal {self._path!r} has schema version {version}; this "
+            f"wanr2v reads up to {SCHEMA_VERSION}. Upgrade wanr2v.",
+            path=self._path,
+        )
+
+    def _not_a_journal(self, why: str) -> JournalError:
+        return JournalError(
+            f"{self._path!r} is not a wanr2v journal: {why}. A journal's main file copied "
+            "without its '-wal' file can look like this: copy both, or copy it after the "
+            "batch ended. Nothing was changed; give another path, or delete this file to "
+            "start afresh.",
+            path=self._path,
+        )
+
     def _connect(self) -> sqlite3.Connection:
+        memory = self._path == ":memory:"
+        if not memory and not os.path.exists(self._path):
+            if not self._create:
+                raise JournalError(
+                    f"No journal at {self._path!r} (it is made by the batch that uses it).",
+                    path=self._path,
+                )
+            self._create_file()
         try:
             # isolation_level=None: no implicit transactions; each write below opens
             # its own BEGIN IMMEDIATE ... COMMIT, so nothing stays uncommitted.
@@ -216,6 +385,21 @@ class SQLiteJournal:
             ) from exc
         try:
             conn.row_factory = sqlite3.Row
+            if not memory:
+                # Before anything writes: a file that is not a journal stays untouched.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {
+                    row[0]
+                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                if version > SCHEMA_VERSION:
+                    raise self._newer(version)
+                if version == 0 and not tables:
+                    raise self._not_a_journal("it is empty")
+                if not {"submissions", "meta"} <= tables:
+                    raise self._not_a_journal("it holds no journal tables")
+                st = os.stat(self._path)
+                self._identity = (st.st_dev, st.st_ino)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal" and self._path != ":memory:":
                 raise JournalError(
@@ -241,16 +425,14 @@ class SQLiteJournal:
         with _transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"The journal {self._path!r} has schema version {version}; this "
-                    f"wanr2v reads up to {SCHEMA_VERSION}. Upgrade wanr2v.",
-                    path=self._path,
-                )
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                raise self._newer(version)
+            # 0: ":memory:" only (a file is made whole first); 1: add the lease and the
+            # identity (every statement is idempotent).
+            if version < SCHEMA_VERSION:
+                self._create_schema(conn)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+            if row is None:
+                raise self._not_a_journal("it has lost its metadata (no journal_id)")
 
     def _check(self, value: object, where: str) -> None:
         check_no_secrets(value, self._secrets, where=where)
@@ -283,7 +465,7 @@ class SQLiteJournal:
         marks = ", ".join("?" for _ in _COLUMNS)
 
         def add(conn: sqlite3.Connection) -> SubmissionRecord:
-            with _transaction(conn):
+            with self._write(conn):
                 row = conn.execute(
                     "SELECT * FROM submissions WHERE batch_key = ?", (record.batch_key,)
                 ).fetchone()
@@ -348,8 +530,17 @@ class SQLiteJournal:
         expected = _states(expect_state)
         assignments = ", ".join(f"{name} = ?" for name in _COLUMNS)
 
+        def conflict(current: SubmissionRecord, expected: tuple[SubmissionState, ...]) -> None:
+            raise JournalConflictError(
+                f"Submission {submission_id} is {current.state.value}, not "
+                f"{' or '.join(s.value for s in expected)}: another writer moved it.",
+                submission_id=submission_id,
+                current=current,
+                path=self._path,
+            )
+
         def update(conn: sqlite3.Connection) -> SubmissionRecord:
-            with _transaction(conn):
+            with self._write(conn):
                 row = conn.execute(
                     "SELECT * FROM submissions WHERE submission_id = ?", (submission_id,)
                 ).fetchone()
@@ -357,21 +548,26 @@ class SQLiteJournal:
                     raise KeyError(submission_id)
                 current = _record(row)
                 if expected is not None and current.state not in expected:
-                    raise JournalConflictError(
-                        f"Submission {submission_id} is {current.state.value}, not "
-                        f"{' or '.join(s.value for s in expected)}: another writer moved it.",
-                        submission_id=submission_id,
-                        current=current,
-                        path=self._path,
-                    )
+                    conflict(current, expected)
                 new = attrs.evolve(
                     current, **changes, updated_at=max(time.time(), current.updated_at)
                 )
-                conn.execute(
-                    f"UPDATE submissions SET {assignments} WHERE submission_id = ?",
-                    (*self._row_values(new), submission_id),
-                )
-                return new
+                # The compare-and-set is in the statement itself, its row count checked:
+                # of two writers, only one moves a record out of the expected state.
+                where = "submission_id = ?"
+                args: tuple[Any, ...] = (*self._row_values(new), submission_id)
+                if expected is not None:
+                    where += f" AND state IN ({', '.join('?' for _ in expected)})"
+                    args += tuple(s.value for s in expected)
+                cur = conn.execute(f"UPDATE submissions SET {assignments} WHERE {where}", args)
+                if cur.rowcount != 1:  # pragma: no cover - the SELECT above already saw it
+                    conflict(current, expected or ())
+            if expected is not None:
+                # A claim (the runner's only compare-and-set writes) goes into the main
+                # file at once: a copy of it alone never shows NEW for a create that
+                # was sent. (At most a few creates a second: the cost is an fsync each.)
+                _checkpoint(conn, "PASSIVE")
+            return new
 
         return await self._run(update)
 
@@ -426,7 +622,7 @@ class SQLiteJournal:
         text = _dumps(value, f"meta {key!r}")
 
         def put(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with self._write(conn):
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -444,8 +640,160 @@ class SQLiteJournal:
 
         return await self._run(get)
 
+    # --- the lease (LeasedJournal) ----------------------------------------------------
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds without a heartbeat after which a runner's lease is free."""
+        return self._lease_ttl
+
+    async def owner(self) -> JournalOwner | None:
+        """Who holds the lease now (a dead owner not yet taken over included)."""
+
+        def owner(conn: sqlite3.Connection) -> JournalOwner | None:
+            row = conn.execute("SELECT * FROM owner WHERE id = 1").fetchone()
+            return None if row is None else _owner(row)
+
+        return await self._run(owner)
+
+    async def acquire(self) -> JournalOwner:
+        """Take the lease (or take it over from a dead owner); see the module docstring.
+
+        Raises:
+            JournalBusyError: a live process holds it, named in the message.
+        """
+
+        def acquire(conn: sqlite3.Connection) -> tuple[JournalOwner, JournalOwner | None]:
+            now = time.time()
+            if self._lease is not None:
+                # Held by this object already (the CLI, then its batch runner; or two
+                # batches of one program sharing it): one more holder, same lease.
+                with _transaction(conn):
+                    self._fence(conn)
+                    conn.execute(
+                        "UPDATE owner SET heartbeat_at = ? WHERE id = 1 AND token = ?",
+                        (now, self._lease.token),
+                    )
+                self._holders += 1
+                return self._lease, None
+            mine = uuid.uuid4().hex
+            with _transaction(conn):
+                row = conn.execute("SELECT * FROM owner WHERE id = 1").fetchone()
+                current = None if row is None else _owner(row)
+                if current is not None and current.token != mine and _alive(current, now):
+                    raise JournalBusyError(
+                        f"The journal {self._path!r} is in use by another batch: "
+                        f"{current.describe(now)}. Nothing was sent. Wait for it to end, "
+                        "or stop it (a dead owner is taken over by the next run: at once "
+                        f"on its own host, after {current.ttl:.0f} s without a heartbeat "
+                        "from another).",
+                        owner=current,
+                        path=self._path,
+                    )
+                me = JournalOwner(
+                    token=mine,
+                    pid=os.getpid(),
+                    host=_HOST,
+                    started_at=now,
+                    heartbeat_at=now,
+                    ttl=self._lease_ttl,
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO owner "
+                    "(id, token, pid, host, started_at, heartbeat_at, ttl) "
+                    "VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    (me.token, me.pid, me.host, me.started_at, me.heartbeat_at, me.ttl),
+                )
+            self._lease = me
+            self._holders = 1
+            _checkpoint(conn, "PASSIVE")
+            return me, current
+
+        me, previous = await self._run(acquire)
+        if previous is not None:
+            logger.warning(
+                "journal %s: took over the lease of %s, which is gone; its unfinished "
+                "submissions are resumed (a create it had in flight is reconciled, not re-sent)",
+                self._path,
+                previous.describe(me.started_at),
+            )
+        return me
+
+    async def heartbeat(self) -> None:
+        """Renew the lease and checkpoint the WAL into the main file (passively).
+
+        Raises:
+            JournalError: no lease is held.
+            JournalBusyError: another process took the lease over.
+            JournalVanishedError: the file is gone.
+        """
+
+        def beat(conn: sqlite3.Connection) -> None:
+            if self._lease is None:
+                raise JournalError("heartbeat() without a lease: acquire() it first.")
+            with _transaction(conn):
+                self._fence(conn)
+                conn.execute(
+                    "UPDATE owner SET heartbeat_at = ? WHERE id = 1 AND token = ?",
+                    (time.time(), self._lease.token),
+                )
+            _checkpoint(conn, "PASSIVE")
+
+        await self._run(beat)
+
+    async def release(self) -> None:
+        """Give the lease up (once every :meth:`acquire` of this object is matched) and
+        checkpoint the WAL; harmless when not held."""
+        if self._lease is None or self._closed:
+            self._lease = None
+            return
+
+        def release(conn: sqlite3.Connection) -> None:
+            if self._lease is None:
+                return
+            self._holders -= 1
+            if self._holders > 0:
+                return
+            token, self._lease = self._lease.token, None
+            with _transaction(conn):
+                conn.execute("DELETE FROM owner WHERE id = 1 AND token = ?", (token,))
+            _checkpoint(conn, "TRUNCATE")
+
+        with anyio.CancelScope(shield=True):
+            await self._run(release)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the main file now (``TRUNCATE``: a copy of the main file
+        alone is then whole, unless another process is reading at that moment)."""
+        await self._run(lambda conn: _checkpoint(conn, "TRUNCATE"))
+
+    def _fence(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: refuse if another process took our lease over."""
+        if self._lease is None:
+            return
+        row = conn.execute("SELECT * FROM owner WHERE id = 1").fetchone()
+        if row is not None and row["token"] == self._lease.token:
+            return
+        current = None if row is None else _owner(row)
+        holder = current.describe() if current is not None else "nobody (it was released)"
+        raise JournalBusyError(
+            f"This process lost the lease of the journal {self._path!r} (it missed its "
+            f"heartbeats and was taken over; it is now held by {holder}): it writes and "
+            "sends nothing more.",
+            owner=current,
+            path=self._path,
+        )
+
+    @contextlib.contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A write transaction, fenced by the lease when one is held."""
+        with _transaction(conn):
+            self._fence(conn)
+            yield
+
     async def aclose(self) -> None:
-        """Close the connection; closing twice is harmless."""
+        """Release the lease (if held), checkpoint the WAL into the main file and close
+        the connection; closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
@@ -453,7 +801,21 @@ class SQLiteJournal:
         def close() -> None:
             with self._lock:
                 conn, self._conn = self._conn, None
-                if conn is not None:
+                if conn is None:
+                    return
+                try:
+                    vanished = False
+                    try:
+                        self._check_file()
+                    except JournalVanishedError:
+                        vanished = True
+                    if self._lease is not None and not vanished:
+                        token, self._lease = self._lease.token, None
+                        with contextlib.suppress(sqlite3.Error), _transaction(conn):
+                            conn.execute("DELETE FROM owner WHERE id = 1 AND token = ?", (token,))
+                    if not vanished and self._path != ":memory:":
+                        _checkpoint(conn, "TRUNCATE")
+                finally:
                     conn.close()
 
         # Shielded: a cancelled caller must still release the file.
@@ -496,3 +858,48 @@ def _record(row: sqlite3.Row) -> SubmissionRecord:
             value = json.loads(value)
         fields[name] = value
     return SubmissionRecord(**fields)
+
+
+def _owner(row: sqlite3.Row) -> JournalOwner:
+    return JournalOwner(
+        token=row["token"],
+        pid=int(row["pid"]),
+        host=row["host"],
+        started_at=float(row["started_at"]),
+        heartbeat_at=float(row["heartbeat_at"]),
+        ttl=float(row["ttl"]),
+    )
+
+
+def _alive(owner: JournalOwner, now: float) -> bool:
+    """Whether a lease holder may still be running (when unsure: yes)."""
+    if now - owner.heartbeat_at > owner.ttl:
+        return False
+    if owner.host != _HOST:
+        return True
+    return _pid_alive(owner.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    except OSError:  # pragma: no cover - unusual platforms
+        return True
+    try:  # Linux: a killed process not yet reaped (a zombie) is dead
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return True
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
+    """Copy the WAL into the main file; a busy reader only makes it partial (no error)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
