@@ -50,6 +50,7 @@ from ._http import RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._storage import SharedStorageError
 from ._version import __version__
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "SchedulerStatistics",
     "ServerError",
     "ServiceUnavailableError",
+    "SharedStorageError",
     "SubmitOutcomeUnknownError",
     "Task",
     "TaskCanceledError",
