@@ -125,9 +125,14 @@ async def test_concurrent_updates_of_other_fields_lose_no_write(journal: RedisJo
     """Updates of different fields at once all land (the CAS retries, never overwrites)."""
     rec = await journal.add(new_record())
     fields = ["status", "video_url", "error_code", "error_message", "download_path", "model"]
+
+    async def set_field(name: str) -> None:
+        changes: dict[str, Any] = {name: f"v-{name}"}
+        await journal.update(rec.submission_id, **changes)
+
     async with anyio.create_task_group() as tg:
         for name in fields:
-            tg.start_soon(lambda n=name: journal.update(rec.submission_id, **{n: f"v-{n}"}))
+            tg.start_soon(set_field, name)
     stored = await journal.get(rec.submission_id)
     assert stored is not None
     assert all(getattr(stored, n) == f"v-{n}" for n in fields)

@@ -89,7 +89,7 @@ async def test_local_files_folders_allow_inside_and_refuse_outside(
 def test_local_files_must_be_a_bool_or_folders() -> None:
     """A single string is a likely mistake (a folder list was meant): refused."""
     with pytest.raises(ConfigurationError, match="list of folders"):
-        AsyncWanClient(api_key=KEY, local_files="/srv/media")  # type: ignore[arg-type]
+        AsyncWanClient(api_key=KEY, local_files="/srv/media")
 
 
 async def test_on_event_streams_one_calls_states_only(emulator: Emulator) -> None:
