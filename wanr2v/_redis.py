@@ -120,6 +120,7 @@ local ttl = tonumber(ARGV[2])
 local exp = string.format('%.0f', now + ttl)
 local pttl = math.ceil(ttl / 1000) + 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 redis.call('ZADD', KEYS[2], exp, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], pttl)
 local lost = 0
