@@ -278,6 +278,9 @@ def run_scenario(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         "failed": sum(r.get("failed", 0) for r in reports),
         "errors": [r.get("errors") for r in reports if r.get("errors")],
         "throttled": stats.throttled,
+        "throttled_by": {
+            ep: codes[429] for ep, codes in stats.requests.items() if codes.get(429)
+        },
         "created": stats.tasks_created,
         "duplicates": stats.duplicate_creates,
         "makespan": (max(ends) - start_at) * args.scale if ends else None,
@@ -353,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r["errors"]:
             print(f"- {NAMES[r['kind']]}: errors {r['errors']}")
+        if r["throttled_by"]:
+            print(f"- {NAMES[r['kind']]}: 429s by endpoint {r['throttled_by']}")
         if "resume" in r:
             res = r["resume"]
             print(
