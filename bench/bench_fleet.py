@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fifo_bound, fmt, markdown_table  # noqa: E402
+from _common import fifo_bound, fmt, markdown_table
 
 KEY = "sk-wanr2v-fleet-bench"
 MODEL = "wan2.6-r2v-flash"
@@ -278,9 +278,7 @@ def run_scenario(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         "failed": sum(r.get("failed", 0) for r in reports),
         "errors": [r.get("errors") for r in reports if r.get("errors")],
         "throttled": stats.throttled,
-        "throttled_by": {
-            ep: codes[429] for ep, codes in stats.requests.items() if codes.get(429)
-        },
+        "throttled_by": {ep: codes[429] for ep, codes in stats.requests.items() if codes.get(429)},
         "created": stats.tasks_created,
         "duplicates": stats.duplicate_creates,
         "makespan": (max(ends) - start_at) * args.scale if ends else None,
