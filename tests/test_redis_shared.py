@@ -27,7 +27,7 @@ from ._redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 KEY = "sk-fleet-test-0123456789"
-SCALE = 20.0
+SCALE = 10.0
 REFS = ["https://cdn.example.com/me.mp4", "https://cdn.example.com/dog.png"]
 
 
@@ -39,7 +39,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    """The vendor's quotas (5 creates/s, 5 running, 20 queries/s), 20x faster."""
+    """The vendor's quotas (5 creates/s, 5 running, 20 queries/s), 10x faster."""
     config = EmulatorConfig(time_scale=SCALE, generation_time=(2.0, 4.0), seed=3)
     with serve(config) as emu:
         yield emu
@@ -84,15 +84,17 @@ async def run_fleet(emu: Emulator, uri: str | None, workers: int, each: int) -> 
     return outcomes
 
 
-async def test_a_fleet_on_one_redis_draws_no_429(
+async def test_a_fleet_on_one_redis_draws_at_most_two_429s(
     emulator: Emulator, redis_server: RedisServer
 ) -> None:
     """Four workers of one account, each firing 8 calls at once, share the create and
-    query budgets through Redis: no 429 at all, every task created once."""
+    query budgets through Redis: at most 2 429s (the issue's bound: grants spaced by
+    Redis can still arrive bunched on a loaded machine; the control below draws many
+    more), every task created once."""
     outcomes = await run_fleet(emulator, redis_server.uri, workers=4, each=8)
     stats = emulator.stats()
     assert all(getattr(o, "succeeded", False) for o in outcomes), outcomes
-    assert stats.throttled == 0
+    assert stats.throttled <= 2
     assert stats.tasks_created == 32 and stats.duplicate_creates == 0
 
 
@@ -100,7 +102,7 @@ async def test_without_redis_the_same_fleet_is_throttled(emulator: Emulator) -> 
     """The control: the same four workers, each with its own governor, exceed the
     account's create rate (the emulator answers 429s)."""
     await run_fleet(emulator, None, workers=4, each=8)
-    assert emulator.stats().throttled > 0
+    assert emulator.stats().throttled > 2
 
 
 async def test_grants_are_spaced_across_processes_on_redis_time(
@@ -361,3 +363,31 @@ def test_an_unsupported_storage_uri_is_refused_at_construction() -> None:
 
     with pytest.raises(ConfigurationError, match="redis://"):
         AsyncWanClient(api_key=KEY, storage_uri="postgres://db/x")
+
+
+async def test_a_process_returns_to_redis_when_it_answers_again(
+    redis_server: RedisServer,
+) -> None:
+    """Redis killed while a slot is held: the budget runs on its share; Redis restarted
+    (empty) on the same port: within a renewal or two the budget shares again and its
+    held slot is registered in the new Redis."""
+    from redis.asyncio import Redis
+
+    budget = RedisBudget(redis_server.uri, account="acct", region="r1", lease_ttl=0.8)
+    try:
+        async with budget.slot(5):
+            redis_server.kill()
+            await budget.acquire("query", 1000.0)  # notices, falls back, still grants
+            assert budget.degraded
+            redis_server.start(port=redis_server.port)
+            with anyio.fail_after(5):
+                while budget.degraded:  # noqa: ASYNC110  (the renewer probes every 0.2 s)
+                    await anyio.sleep(0.05)
+            r = Redis.from_url(redis_server.uri, decode_responses=True)
+            members = await r.zrange(budget.slots_key, 0, -1)
+            await r.aclose()
+            assert len(members) == 1 and members[0].startswith(budget.process_id)
+            await budget.acquire("query", 1000.0)  # shared again
+        assert budget.statistics().fallbacks == 1
+    finally:
+        await budget.aclose()

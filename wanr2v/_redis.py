@@ -227,7 +227,6 @@ class RedisBudget:
         self._started = False
         self._closed = False
         self._degraded = False
-        self._next_probe = 0.0
         self._fallbacks = 0
         self._live = 1
         self._held: set[str] = set()
@@ -266,6 +265,7 @@ class RedisBudget:
         """Reach Redis and start renewing; a clear error if it cannot be reached."""
         if self._started:
             return
+        require_asyncio("storage_uri")
         async with self._start_lock:
             if not self._started:
                 await self._connect()
@@ -321,7 +321,6 @@ class RedisBudget:
                 self._found()
 
     def _lost(self, exc: BaseException) -> None:
-        self._next_probe = time.monotonic() + self.lease_ttl / 4
         if not self._degraded:
             self._degraded = True
             self._fallbacks += 1
@@ -343,23 +342,19 @@ class RedisBudget:
             )
 
     async def _try(self, call: Callable[[], Awaitable[T]]) -> T | object:
-        """``call()``'s result, or ``_DOWN`` when Redis is (still) unreachable."""
-        if self._degraded and time.monotonic() < self._next_probe:
+        """``call()``'s result, or ``_DOWN`` when Redis is unreachable.
+
+        While degraded, nothing waits on Redis here: only the renewer probes it (in the
+        background, every ``lease_ttl / 4``), so a host that swallows packets costs
+        the callers one timeout, not one per call.
+        """
+        if self._degraded:
             return _DOWN
         try:
-            result = await call()
+            return await call()
         except _errors() as exc:
             self._lost(exc)
             return _DOWN
-        if self._degraded:
-            # Back: re-register what this process holds before trusting the counts.
-            try:
-                await self._renew()
-            except _errors() as exc:
-                self._lost(exc)
-                return result
-            self._found()
-        return result
 
     # --- rates --------------------------------------------------------------------------
 
