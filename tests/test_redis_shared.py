@@ -391,3 +391,26 @@ async def test_a_process_returns_to_redis_when_it_answers_again(
         assert budget.statistics().fallbacks == 1
     finally:
         await budget.aclose()
+
+
+async def test_callers_of_one_process_reach_the_fleet_budget_in_priority_order(
+    redis_server: RedisServer,
+) -> None:
+    """Queued behind the fleet's rate, a more urgent caller (an overdue poll) goes
+    before a less urgent one that came first."""
+    budget = RedisBudget(redis_server.uri, account="acct", region="r1")
+    order: list[str] = []
+
+    async def take(name: str, priority: float) -> None:
+        await budget.acquire("query", 10.0, priority)
+        order.append(name)
+
+    try:
+        await budget.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take, "first", 0.0)
+            tg.start_soon(take, "due", 5.0)
+            tg.start_soon(take, "overdue", 1.0)
+    finally:
+        await budget.aclose()
+    assert order == ["first", "overdue", "due"]

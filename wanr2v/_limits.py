@@ -327,7 +327,7 @@ class Governor:
         bucket.notify_newcomer(priority)
         await bucket.acquire(priority)
         if self.shared is not None:
-            await self.shared.acquire(kind, bucket.base)
+            await self.shared.acquire(kind, bucket.base, priority)
 
     def throttled(self, kind: Kind, retry_after: float | None = None) -> None:
         """Report a 429 for ``kind``: that kind slows down, then recovers gradually."""

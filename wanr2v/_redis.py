@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import itertools
 import logging
 import os
@@ -194,6 +195,45 @@ async def connect_redis(uri: str, *, what: str, timeout: float = 2.0) -> Redis:
 _DOWN: Final = object()
 
 
+class _PriorityGate:
+    """One holder at a time; the waiter with the lowest priority value goes next (ties:
+    first come). The governor's buckets grant in priority order, but under a fleet's
+    share a process's callers queue here, and an overdue poll must not wait behind a
+    merely due one."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    @asynccontextmanager
+    async def hold(self, priority: float) -> AsyncIterator[None]:
+        if self._busy or self._heap:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._heap, (priority, next(self._seq), fut))
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._release()  # handed the gate while being cancelled: pass it on
+                fut.cancel()
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._heap:
+            _, _, fut = heapq.heappop(self._heap)
+            if not fut.done():
+                fut.set_result(None)  # the gate passes on, still busy
+                return
+        self._busy = False
+
+
 class RedisBudget:
     """A :class:`~wanr2v._storage.SharedBudget` in Redis for one account and region.
 
@@ -231,7 +271,7 @@ class RedisBudget:
         self._live = 1
         self._held: set[str] = set()
         self._seq = itertools.count()
-        self._gates: dict[str, asyncio.Lock] = {}
+        self._gates: dict[str, _PriorityGate] = {}
         self._slot_gate = asyncio.Lock()
         self._local_next: dict[str, float] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -358,15 +398,16 @@ class RedisBudget:
 
     # --- rates --------------------------------------------------------------------------
 
-    async def acquire(self, kind: Kind, rate: float | None) -> None:
-        """Wait for the fleet's next token of ``kind`` (``rate`` per second)."""
+    async def acquire(self, kind: Kind, rate: float | None, priority: float = 0.0) -> None:
+        """Wait for the fleet's next token of ``kind`` (``rate`` per second); this
+        process's callers go in ``priority`` order (lowest first)."""
         if rate is None:
             return
         await self.start()
         interval_us = 1e6 / rate
         gate = self._gates.get(kind)
         if gate is None:
-            gate = self._gates[kind] = asyncio.Lock()
+            gate = self._gates[kind] = _PriorityGate()
         script = self._scripts["gcra"]
         keys = [
             self.key("rate", kind),
@@ -374,7 +415,7 @@ class RedisBudget:
             self.key("slow", kind),
             self.processes_key,
         ]
-        async with gate:
+        async with gate.hold(priority):
             while True:
                 answer = await self._try(lambda: script(keys=keys, args=[interval_us]))
                 if answer is _DOWN:

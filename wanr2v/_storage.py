@@ -66,9 +66,9 @@ class SharedBudget(Protocol):
         renewing this process's leases. Called before the first use; idempotent."""
         ...
 
-    async def acquire(self, kind: Kind, rate: float | None) -> None:
+    async def acquire(self, kind: Kind, rate: float | None, priority: float = 0.0) -> None:
         """Wait for the fleet's token of ``kind`` at ``rate`` per second (``None``: no
-        limit). Callers of one process come here in the governor's priority order."""
+        limit); this process's callers are served lowest ``priority`` first."""
         ...
 
     def throttled(self, kind: Kind, retry_after: float | None, rate: float | None) -> None:
