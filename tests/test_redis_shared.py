@@ -378,7 +378,7 @@ async def test_a_process_returns_to_redis_when_it_answers_again(
         async with budget.slot(5):
             redis_server.kill()
             await budget.acquire("query", 1000.0)  # notices, falls back, still grants
-            assert budget.degraded
+            assert budget.statistics().degraded
             redis_server.start(port=redis_server.port)
             with anyio.fail_after(5):
                 while budget.degraded:  # noqa: ASYNC110  (the renewer probes every 0.2 s)
