@@ -386,7 +386,7 @@ async def test_a_process_returns_to_redis_when_it_answers_again(
             r = Redis.from_url(redis_server.uri, decode_responses=True)
             members = await r.zrange(budget.slots_key, 0, -1)
             await r.aclose()
-            assert len(members) == 1 and members[0].startswith(budget.process_id)
+            assert len(members) == 1 and str(members[0]).startswith(budget.process_id)
             await budget.acquire("query", 1000.0)  # shared again
         assert budget.statistics().fallbacks == 1
     finally:
