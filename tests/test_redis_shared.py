@@ -414,3 +414,33 @@ async def test_callers_of_one_process_reach_the_fleet_budget_in_priority_order(
     finally:
         await budget.aclose()
     assert order == ["first", "overdue", "due"]
+
+
+async def test_workers_waiting_on_one_task_share_its_polls(
+    emulator: Emulator, redis_server: RedisServer
+) -> None:
+    """Three workers wait on the same task: an answer one of them got less than
+    min_interval ago serves the others, so the service sees fewer queries than three
+    independent waiters send (measured against three clients without Redis)."""
+
+    async def waiters(uri: str | None) -> tuple[int, int]:
+        before = emulator.stats().count("query")
+        clients = [fleet_client(emulator, uri) for _ in range(3)]
+        async with clients[0], clients[1], clients[2]:
+            task = await clients[0].async_call(
+                model="wan2.6-r2v-flash", prompt=f"shared poll {uri}", reference_urls=REFS
+            )
+            async with anyio.create_task_group() as tg:
+                for c in clients:
+                    tg.start_soon(c.wait, task.task_id)
+            reused = sum(
+                c.governor.shared.statistics().shared_polls
+                for c in clients
+                if c.governor.shared is not None
+            )
+        return emulator.stats().count("query") - before, reused
+
+    alone, _ = await waiters(None)
+    shared, reused = await waiters(redis_server.uri)
+    assert reused > 0
+    assert shared < alone, (shared, alone)

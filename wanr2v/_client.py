@@ -669,7 +669,27 @@ class AsyncWanClient:
         return parse_result(data, task_id=task_id, base_url=session.base_url)
 
     async def _poll(self, watch: Watch, priority: float) -> TaskResult:
-        return await self._fetch(watch.task_id, watch.base_url, priority=priority, max_retries=0)
+        shared = self._session_for(watch.base_url).governor.shared
+        if shared is None:
+            return await self._fetch(
+                watch.task_id, watch.base_url, priority=priority, max_retries=0
+            )
+        # A fleet shares its polls: an answer another worker got less than min_interval
+        # ago (the scheduler's own floor between two polls of a task) is used as is.
+        session = self._session_for(watch.base_url)
+        fresh = self.scheduler.policy.min_interval / self.scheduler.policy.time_scale
+        data = await shared.recent_poll(watch.task_id, fresh)
+        if data is None:
+            _, data = await session.request(
+                "query",
+                "GET",
+                f"{_config.PATH_TASKS}/{watch.task_id}",
+                priority=priority,
+                task_id=watch.task_id,
+                max_retries=0,
+            )
+            shared.publish_poll(watch.task_id, data, fresh)
+        return parse_result(data, task_id=watch.task_id, base_url=session.base_url)
 
     def _on_status(self, result: TaskResult, previous: TaskStatus | None) -> None:
         self.events.emit(event_name(result.status), result.task_id, result)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import heapq
 import itertools
+import json
 import logging
 import os
 import random
@@ -276,6 +277,7 @@ class RedisBudget:
         self._local_next: dict[str, float] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._shared_polls = 0
 
     def __repr__(self) -> str:
         return f"<RedisBudget {redact_uri(self.uri)} {self.prefix} degraded={self._degraded}>"
@@ -450,12 +452,62 @@ class RedisBudget:
         script = self._scripts["throttle"]
         keys = [self.key("pause", kind), self.key("slow", kind)]
         args = [max(1, int(pause * 1000)), 2, int(SLOW_SECONDS * 1000)]
+        self._background_call(lambda: script(keys=keys, args=args))
 
-        async def send() -> None:
-            await self._try(lambda: script(keys=keys, args=args))
+    # --- shared polls -------------------------------------------------------------------
+
+    async def recent_poll(self, task_id: str, max_age: float) -> Any:
+        """Another worker's answer for ``task_id`` younger than ``max_age``, or ``None``
+        (then the caller polls, and publishes its answer).
+
+        Single flight: when another worker is polling this task right now (it holds a
+        marker for ``max_age``), wait up to ``max_age`` for its answer instead of
+        sending a second query.
+        """
+        redis = self._redis
+        if redis is None or self._degraded or max_age <= 0:
+            return None
+        key, marker = self.key("poll", task_id), self.key("polling", task_id)
+        ms = max(1, int(max_age * 1000))
+        deadline = time.monotonic() + max_age
+        while True:
+            text = await self._try(lambda: redis.get(key))
+            if text is _DOWN:
+                return None
+            if isinstance(text, str):
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    return None
+                if isinstance(data, dict):
+                    self._shared_polls += 1
+                    return data
+                return None
+            mine = await self._try(lambda: redis.set(marker, self.process_id, nx=True, px=ms))
+            if mine is _DOWN or mine:
+                return None  # nobody is polling it: this worker does
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(min(0.01, max_age / 4))
+
+    def publish_poll(self, task_id: str, data: Any, max_age: float) -> None:
+        """Share a query's answer with the fleet for ``max_age`` seconds (background)."""
+        redis = self._redis
+        if redis is None or self._degraded or max_age <= 0 or not isinstance(data, dict):
+            return
+        try:
+            text = json.dumps(data, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return
+        key, ms = self.key("poll", task_id), max(1, int(max_age * 1000))
+        self._background_call(lambda: redis.set(key, text, px=ms))
+
+    def _background_call(self, call: Callable[[], Awaitable[Any]]) -> None:
+        async def run() -> None:
+            await self._try(call)
 
         try:
-            task = asyncio.get_running_loop().create_task(send())
+            task = asyncio.get_running_loop().create_task(run())
         except RuntimeError:  # no running loop: nothing to share with
             return
         self._background.add(task)
@@ -514,6 +566,7 @@ class RedisBudget:
             live_processes=self._live,
             slots_held=len(self._held),
             fallbacks=self._fallbacks,
+            shared_polls=self._shared_polls,
         )
 
     async def aclose(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._exceptions import ConfigurationError
 
@@ -79,6 +79,15 @@ class SharedBudget(Protocol):
         """Hold one of the fleet's ``capacity`` task slots (a lease) while in the block."""
         ...
 
+    async def recent_poll(self, task_id: str, max_age: float) -> Any:
+        """The JSON answer of a query of ``task_id`` another process of the fleet got
+        less than ``max_age`` seconds ago, or ``None``."""
+        ...
+
+    def publish_poll(self, task_id: str, data: Any, max_age: float) -> None:
+        """Share a query's JSON answer with the fleet for ``max_age`` seconds."""
+        ...
+
     def statistics(self) -> StorageStatistics:
         """A snapshot: degraded or not, live processes, slots held here."""
         ...
@@ -97,24 +106,40 @@ class StorageStatistics:
         live_processes: the processes of this account and region the store last saw.
         slots_held: task slots this process holds.
         fallbacks: how many times the store was lost mid-run.
+        shared_polls: task queries answered by another process's recent answer.
     """
 
-    __slots__ = ("backend", "degraded", "fallbacks", "live_processes", "slots_held")
+    __slots__ = (
+        "backend",
+        "degraded",
+        "fallbacks",
+        "live_processes",
+        "shared_polls",
+        "slots_held",
+    )
 
     def __init__(
-        self, *, backend: str, degraded: bool, live_processes: int, slots_held: int, fallbacks: int
+        self,
+        *,
+        backend: str,
+        degraded: bool,
+        live_processes: int,
+        slots_held: int,
+        fallbacks: int,
+        shared_polls: int = 0,
     ) -> None:
         self.backend = backend
         self.degraded = degraded
         self.live_processes = live_processes
         self.slots_held = slots_held
         self.fallbacks = fallbacks
+        self.shared_polls = shared_polls
 
     def __repr__(self) -> str:
         return (
             f"StorageStatistics(backend={self.backend!r}, degraded={self.degraded}, "
             f"live_processes={self.live_processes}, slots_held={self.slots_held}, "
-            f"fallbacks={self.fallbacks})"
+            f"fallbacks={self.fallbacks}, shared_polls={self.shared_polls})"
         )
 
 
