@@ -12,6 +12,9 @@ Guarantees:
 - **Task slots** are leases in a sorted set scored by their expiry (Redis time). A
   live process renews its leases every ``lease_ttl / 4``; a process killed with
   ``-9`` stops renewing and its slots come back within ``lease_ttl`` (5 s by default).
+- **Polls** of one task by several workers: an answer younger than the poll policy's
+  ``min_interval`` is shared through Redis, with a single-flight marker, so N workers
+  waiting on one task send about one query per interval, not N.
 - **429s** set a fleet-wide pause of that kind (``Retry-After``, else one interval)
   and halve its rate for 10 s.
 - **Redis unreachable at start**: :class:`~wanr2v._storage.SharedStorageError`.
