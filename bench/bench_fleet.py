@@ -191,31 +191,15 @@ def _finish(proc: subprocess.Popen[str], cap: float) -> dict[str, Any]:
     return report
 
 
-def _leases_of(redis_uri: str, pid: int) -> int:
-    import redis
-
-    r = redis.Redis.from_url(redis_uri, decode_responses=True)
-    try:
-        seconds, micros = r.time()
-        now = seconds * 1_000_000 + micros
-        n = 0
-        for key in r.scan_iter("wanr2v:*:slots"):
-            # A lease counts until its expiry (Redis time): past it, any taker drops it.
-            live = r.zrange(key, now, "+inf", byscore=True)
-            n += sum(1 for m in live if f":{pid}:" in m)
-        return n
-    finally:
-        r.close()
-
-
-def _created_in_journal(redis_uri: str, name: str) -> int:
-    import redis
-
-    r = redis.Redis.from_url(redis_uri, decode_responses=True)
-    try:
-        return int(r.hlen(f"wanr2v:journal:{name}:tasks"))
-    finally:
-        r.close()
+def _leases_of(r: Any, pid: int) -> int:
+    seconds, micros = r.time()
+    now = seconds * 1_000_000 + micros
+    n = 0
+    for key in r.scan_iter("wanr2v:*:slots"):
+        # A lease counts until its expiry (Redis time): past it, any taker drops it.
+        live = r.zrange(key, now, "+inf", byscore=True)
+        n += sum(1 for m in live if f":{pid}:" in m)
+    return n
 
 
 def run_scenario(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -242,18 +226,24 @@ def run_scenario(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             ]
             procs = [_start(s) for s in specs]
             if kind == "kill":
+                # The harness shares this process with the emulator: it watches Redis
+                # over one connection, a few times a second, to disturb it little.
+                import redis as redis_py
+
                 assert redis is not None
+                r = redis_py.Redis.from_url(redis.uri, decode_responses=True)
                 victim = procs[0]
-                while _created_in_journal(redis.uri, "bench-w0") < 10:
+                while int(r.hlen("wanr2v:journal:bench-w0:tasks")) < 10:
                     if victim.poll() is not None:
                         raise RuntimeError("worker 0 ended before it could be killed")
-                    time.sleep(0.02)
-                held = _leases_of(redis.uri, victim.pid)
+                    time.sleep(0.1)
+                held = _leases_of(r, victim.pid)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 killed_at = time.monotonic()
-                while _leases_of(redis.uri, victim.pid):
-                    time.sleep(0.05)
+                while _leases_of(r, victim.pid):
+                    time.sleep(0.1)
+                r.close()
                 extra["leases_held"] = held
                 extra["slots_back_s"] = time.monotonic() - killed_at
                 resume = _start({**specs[0], "resume": True, "start_at": 0})
