@@ -444,3 +444,16 @@ async def test_workers_waiting_on_one_task_share_its_polls(
     shared, reused = await waiters(redis_server.uri)
     assert reused > 0
     assert shared < alone, (shared, alone)
+
+
+def test_the_environment_names_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WANR2V_STORAGE_URI is used when storage_uri is not given; each region of the
+    client gets its own shared budget; unset, nothing is shared."""
+    monkeypatch.setenv("WANR2V_STORAGE_URI", "redis://127.0.0.1:1/0")
+    client = AsyncWanClient(api_key=KEY, regions={"singapore": "sk-other-region-key"})
+    assert client.storage_uri == "redis://127.0.0.1:1/0"
+    budgets = [client.session_for_region(r).governor.shared for r in client.regions]
+    assert all(isinstance(b, RedisBudget) for b in budgets)
+    assert len({b.prefix for b in budgets if isinstance(b, RedisBudget)}) == 2
+    monkeypatch.delenv("WANR2V_STORAGE_URI")
+    assert AsyncWanClient(api_key=KEY).governor.shared is None
