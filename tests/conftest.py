@@ -22,3 +22,6 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("DASHSCOPE_HTTP_BASE_URL", raising=False)
     monkeypatch.delenv("DASHSCOPE_REGION", raising=False)
     return API_KEY
+
+
+from ._redis_server import redis_server  # noqa: E402, F401  (a real redis-server fixture)

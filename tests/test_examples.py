@@ -130,6 +130,72 @@ def test_fastapi_app_streams_status_to_the_browser(app_url: str, emulator: Emula
     assert stats.tasks_created == 3 and stats.duplicate_creates == 0
 
 
+def _sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events, kind = [], None
+    for line in text.splitlines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: ") and kind is not None:
+            events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+@pytest.mark.slow
+def test_fastapi_app_runs_four_workers_on_one_redis(emulator: Emulator, redis_server: Any) -> None:
+    """``uvicorn --workers 4`` with ``WANR2V_STORAGE_URI``: all four workers register in
+    one Redis (they share the account's limits), each streamed call ends SUCCEEDED, and
+    local paths or non-https references are refused before anything is sent."""
+    pytest.importorskip("fastapi", reason="the FastAPI example needs fastapi")
+    import httpx
+    import redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app", "--host",
+         "127.0.0.1", "--port", str(port), "--workers", "4", "--log-level", "warning"],
+        cwd=ROOT,
+        env=_env(emulator, WANR2V_STORAGE_URI=redis_server.uri),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    r = redis.Redis.from_url(redis_server.uri, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 60
+
+        def live_workers() -> int:
+            return sum(int(r.zcard(k)) for k in r.scan_iter("wanr2v:*:processes"))
+
+        while live_workers() < 4:  # each worker's lifespan registers its client
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "four workers did not start"
+            time.sleep(0.1)
+        assert live_workers() == 4
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            assert http.get("/health").json()["shared"] is True
+            for i in range(2):
+                body = {
+                    "prompt": f"character1 waves at character2 #{i}",
+                    "reference_urls": ["https://cdn.example.com/me.mp4"],
+                }
+                events = _sse_events(http.post("/videos/stream", json=body).text)
+                kinds = [k for k, _ in events]
+                assert kinds[0] == "created" and kinds[-1] == "succeeded", kinds
+                assert events[-1][1]["video_url"]
+            for ref in ("/etc/passwd", "file:///etc/passwd", "http://cdn.example.com/a.png"):
+                refused = http.post("/videos", json={"prompt": "x", "reference_urls": [ref]})
+                assert refused.status_code == 422, refused.text
+    finally:
+        r.close()
+        proc.terminate()
+        proc.communicate(timeout=30)
+    stats = emulator.stats()
+    assert stats.tasks_created == 2 and stats.duplicate_creates == 0
+    assert stats.requests.get("upload", {}) == {}
+
+
 # --- the batch script -------------------------------------------------------------------
 
 

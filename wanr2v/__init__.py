@@ -52,6 +52,7 @@ from ._http import RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._storage import SharedStorageError
 from ._sync import WanClient
 from ._version import __version__
 
@@ -91,6 +92,7 @@ __all__ = [
     "SchedulerStatistics",
     "ServerError",
     "ServiceUnavailableError",
+    "SharedStorageError",
     "SubmitOutcomeUnknownError",
     "Task",
     "TaskCanceledError",

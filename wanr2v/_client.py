@@ -169,6 +169,15 @@ class AsyncWanClient:
             one raises :class:`ResponseTooLargeError` without being read further.
         max_video_bytes: cap of one downloaded video (default 1 GiB; ``None``: none); a
             larger one raises :class:`DownloadError` and leaves no file.
+        storage_uri: share the account's limits with every process naming the same
+            store: ``"redis://host:port/db"`` (default ``WANR2V_STORAGE_URI``; unset:
+            in-process only). Rates, task slots and 429 back-off are then shared per
+            account (a fingerprint of the key) and region; Redis runs under asyncio
+            only. Reached at ``async with`` (or the first call): unreachable there is a
+            :class:`SharedStorageError`; lost later, a warning and a ``1/N`` share.
+        local_files: whether local paths in ``reference_urls`` may be uploaded:
+            ``True`` (default), ``False`` (a web backend: a path is refused before
+            anything is sent), or a list of folders the files must be inside.
     """
 
     def __init__(
@@ -194,6 +203,8 @@ class AsyncWanClient:
         time_scale: float = 1.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_video_bytes: int | None = DEFAULT_MAX_VIDEO_BYTES,
+        storage_uri: str | None = None,
+        local_files: bool | Sequence[str | os.PathLike[str]] = True,
     ) -> None:
         if not (isinstance(time_scale, (int, float)) and time_scale > 0):
             raise ConfigurationError(f"time_scale must be > 0, got {time_scale!r}.")
@@ -249,6 +260,12 @@ class AsyncWanClient:
         self._keys: dict[str, str] = {}
         self._sessions: dict[str, ApiSession] = {}
         self._names: dict[str, str] = {}
+        from ._files import local_files_policy
+        from ._storage import resolve_storage_uri
+
+        self.local_files = local_files_policy(local_files)
+        self.storage_uri: str | None = resolve_storage_uri(storage_uri)
+        self._shared: list[Any] = []
         self._session = self._add_session(self.base_url, key, self.region, self.governor)
         for name, spec in extra_regions.items():
             if name == self.region:
@@ -288,6 +305,12 @@ class AsyncWanClient:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            for shared in self._shared:
+                await shared.start()  # a clear error now if the store is unreachable
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -303,6 +326,8 @@ class AsyncWanClient:
         if self._closed:
             return
         self._closed = True
+        for shared in self._shared:
+            await shared.aclose()
         if self._owns_http:
             await self._http.aclose()
 
@@ -356,6 +381,11 @@ class AsyncWanClient:
 
     def _add_session(self, base_url: str, key: str, name: str, governor: Governor) -> ApiSession:
         self._keys[base_url] = key
+        if self.storage_uri is not None and governor.shared is None:
+            from ._storage import open_storage
+
+            governor.shared = open_storage(self.storage_uri, api_key=key, region=base_url)
+            self._shared.append(governor.shared)
         session = ApiSession(
             http=self._http,
             api_key=key,
@@ -452,6 +482,9 @@ class AsyncWanClient:
         headers: dict[str, str] = {}
         refs: list[str] | None = None
         if request.local_references:
+            from ._files import check_local_files
+
+            await check_local_files(request, self.local_files)
             refs, uses_oss = await self._get_uploader(base_url).resolve(request)
         else:
             refs = [os.fspath(r) for r in request.reference_urls]
@@ -762,13 +795,38 @@ class AsyncWanClient:
         return parse_result(data, task_id=task_id, base_url=session.base_url)
 
     async def _poll(self, watch: Watch, priority: float) -> TaskResult:
-        return await self._fetch(watch.task_id, watch.base_url, priority=priority, max_retries=0)
+        shared = self._session_for(watch.base_url).governor.shared
+        if shared is None:
+            return await self._fetch(
+                watch.task_id, watch.base_url, priority=priority, max_retries=0
+            )
+        # A fleet shares its polls: an answer another worker got less than min_interval
+        # ago (the scheduler's own floor between two polls of a task) is used as is.
+        session = self._session_for(watch.base_url)
+        fresh = self.scheduler.policy.min_interval / self.scheduler.policy.time_scale
+        data = await shared.recent_poll(watch.task_id, fresh)
+        if data is None:
+            _, data = await session.request(
+                "query",
+                "GET",
+                f"{_config.PATH_TASKS}/{watch.task_id}",
+                priority=priority,
+                task_id=watch.task_id,
+                max_retries=0,
+            )
+            shared.publish_poll(watch.task_id, data, fresh)
+        return parse_result(data, task_id=watch.task_id, base_url=session.base_url)
 
     def _on_status(self, result: TaskResult, previous: TaskStatus | None) -> None:
         self.events.emit(event_name(result.status), result.task_id, result)  # type: ignore[arg-type]
 
     async def wait(
-        self, task: TaskLike, *, timeout: float | None = None, raise_on_failure: bool = True
+        self,
+        task: TaskLike,
+        *,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        on_event: Callable[[TaskEvent], object] | None = None,
     ) -> TaskResult:
         """Poll until the task is final (through the shared scheduler); return on SUCCEEDED.
 
@@ -780,10 +838,20 @@ class AsyncWanClient:
             TaskFailedError: FAILED (``code`` and ``message`` say why).
             TaskCanceledError: CANCELED.
             TaskNotFoundError: UNKNOWN (never existed here, or expired after 24 h).
+
+        ``on_event`` is called (synchronously, from the poll scheduler) with each of
+        this task's :class:`TaskEvent` s while the wait lasts: a request handler
+        streams its own task's states without subscribing to the whole client.
         """
         task_id, base = self._ref(task)
         if base is None and isinstance(task, str):
             base = self.base_url
+        if on_event is not None:
+            unsubscribe = self.subscribe(_only(task_id, on_event))
+            try:
+                return await self.wait(task, timeout=timeout, raise_on_failure=raise_on_failure)
+            finally:
+                unsubscribe()
         if timeout is None:
             result = await self.scheduler.wait(task_id, base)
         else:
@@ -819,11 +887,14 @@ class AsyncWanClient:
         extra_parameters: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         region: str | None = None,
+        on_event: Callable[[TaskEvent], object] | None = None,
     ) -> TaskResult:
         """Create a task and wait for it, holding one of the governor's task slots.
 
         Takes the keywords of :meth:`async_call` (or a :class:`VideoRequest`);
         ``timeout`` bounds the wait (:class:`WaitTimeoutError`, the task goes on).
+        ``on_event`` gets this task's events only: ``created`` once its create is
+        answered, then each status change (see :meth:`wait`).
 
         Raises:
             TaskFailedError: FAILED (``code`` and ``message`` say why).
@@ -852,7 +923,9 @@ class AsyncWanClient:
         session = self.route(req, region)
         async with session.governor.task_slot():
             task = await self.async_call(req, region=self._names[session.base_url])
-            return await self.wait(task, timeout=timeout)
+            if on_event is not None:
+                on_event(TaskEvent(kind="created", task_id=task.task_id, at=time.time()))
+            return await self.wait(task, timeout=timeout, on_event=on_event)
 
     async def cancel(self, task: TaskLike) -> None:
         """Cancel a task; the service allows it only while PENDING.
@@ -1302,6 +1375,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _only(task_id: str, callback: Callable[[TaskEvent], object]) -> Callable[[TaskEvent], object]:
+    def deliver(event: TaskEvent) -> object:
+        return callback(event) if event.task_id == task_id else None
+
+    return deliver
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -1279,3 +1279,58 @@ async def _writer(fh: IO[bytes], receive: anyio.abc.ObjectReceiveStream[list[byt
                 await anyio.to_thread.run_sync(_truncate, fh)
             else:
                 await anyio.to_thread.run_sync(_write_batch, fh, item)
+
+
+# --- which local files may be uploaded (web backends) ---------------------------------------
+
+LocalFiles = bool | tuple[Path, ...]
+"""``True``: any local path may be uploaded; ``False``: none; folders: files inside them."""
+
+
+def local_files_policy(value: bool | Sequence[str | os.PathLike[str]]) -> LocalFiles:
+    """Normalise the client's ``local_files`` option (folders made absolute).
+
+    Raises:
+        ConfigurationError: not a bool or a list of folders.
+    """
+    from ._exceptions import ConfigurationError
+
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, os.PathLike)) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            "local_files must be True, False or a list of folders (got "
+            f"{type(value).__name__}); e.g. local_files=['/srv/media']."
+        )
+    roots = tuple(Path(os.path.abspath(os.fspath(v))) for v in value)
+    return roots or False
+
+
+async def check_local_files(request: VideoRequest, policy: LocalFiles) -> None:
+    """Refuse local references the client may not upload, before anything is sent.
+
+    With folders, a file must resolve (symbolic links followed) inside one of them.
+
+    Raises:
+        InvalidRequestError: a local path where ``local_files=False``, or outside the
+            allowed folders (``field`` names the reference).
+    """
+    if policy is True:
+        return
+    refs = [os.fspath(r) for r in request.reference_urls]
+    for i in request.local_references:
+        field = f"input.reference_urls[{i}]"
+        if policy is False:
+            raise InvalidRequestError(
+                f"{field}: {refs[i]!r} is a local path, and this client does not upload "
+                "local files (local_files=False); pass an https:// URL.",
+                field=field,
+            )
+        real = Path(await anyio.to_thread.run_sync(os.path.realpath, local_path(refs[i])))
+        roots = [Path(await anyio.to_thread.run_sync(os.path.realpath, r)) for r in policy]
+        if not any(real == root or root in real.parents for root in roots):
+            raise InvalidRequestError(
+                f"{field}: {refs[i]!r} is outside the folders this client may upload from "
+                f"(local_files={[str(r) for r in policy]}).",
+                field=field,
+            )

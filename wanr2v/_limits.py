@@ -27,10 +27,13 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import attrs
+
+if TYPE_CHECKING:
+    from ._storage import SharedBudget
 
 __all__ = ["Governor", "GovernorStatistics", "Limits", "RateStatistics"]
 
@@ -314,17 +317,24 @@ class Governor:
         self._tasks = anyio.Semaphore(n) if n is not None else None
         self._tasks_held = 0
         self._tasks_waiting = 0
+        self.shared: SharedBudget | None = None
+        """A budget shared with other processes of the account (``storage_uri``): each
+        grant here is then also a grant of the fleet's, in this governor's order."""
 
     async def acquire(self, kind: Kind, *, priority: float = 0.0) -> None:
         """Wait for a token of ``kind``; lower ``priority`` values are served first."""
         bucket = self._buckets[kind]
         bucket.notify_newcomer(priority)
         await bucket.acquire(priority)
+        if self.shared is not None:
+            await self.shared.acquire(kind, bucket.base, priority)
 
     def throttled(self, kind: Kind, retry_after: float | None = None) -> None:
         """Report a 429 for ``kind``: that kind slows down, then recovers gradually."""
         bucket = self._buckets[kind]
         bucket.throttle(retry_after)
+        if self.shared is not None:
+            self.shared.throttled(kind, retry_after, bucket.base)
         logger.info(
             "throttled (%s): rate now %.2f/s, paused %.2fs",
             kind,
@@ -338,7 +348,17 @@ class Governor:
 
     @asynccontextmanager
     async def task_slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_in_flight`` task slots from create to a final status."""
+        """Hold one of ``max_in_flight`` task slots from create to a final status (and,
+        with a shared budget, one of the fleet's ``max_in_flight`` leases)."""
+        async with self._local_task_slot():
+            if self.shared is None or self.limits.max_in_flight is None:
+                yield
+                return
+            async with self.shared.slot(self.limits.max_in_flight):
+                yield
+
+    @asynccontextmanager
+    async def _local_task_slot(self) -> AsyncIterator[None]:
         if self._tasks is None:
             self._tasks_held += 1
             try:

@@ -1,28 +1,39 @@
 """A FastAPI app that holds one AsyncWanClient for its lifespan and streams task status.
 
-Run it against the emulator (no key needed)::
+Run it against the emulator (no key needed), with four workers sharing one Redis::
 
     python -m wanr2v.testing --port 8000 --generation-time 5 20 &
+    redis-server --port 6379 --save "" &
     export DASHSCOPE_HTTP_BASE_URL=http://127.0.0.1:8000/api/v1 DASHSCOPE_API_KEY=sk-local
-    uvicorn examples.fastapi_app.app:app --port 8080      # then open http://127.0.0.1:8080/
+    export WANR2V_STORAGE_URI=redis://127.0.0.1:6379/0
+    uvicorn examples.fastapi_app.app:app --port 8080 --workers 4   # open http://127.0.0.1:8080/
 
 Routes:
 
 - ``POST /videos``: create a task (``202`` with its id); the app then waits for it in
   the background, which drives the client's shared poll scheduler;
+- ``POST /videos/stream``: create a task and stream its states as Server-Sent Events in
+  the same response (``call(on_event=...)``: this request's task only);
 - ``GET /videos/{task_id}``: the task's status now;
 - ``GET /videos/{task_id}/events``: Server-Sent Events, one per status change, until the
   task is final (the page at ``/`` shows them with ``EventSource``).
 
-One client for the whole process: its governor keeps every request of every user under
-the account's quotas, and its poll scheduler shares one set of queries between all the
-browsers watching a task.
+One client per worker process. With ``WANR2V_STORAGE_URI`` set, the workers' governors
+share the account's quotas and task slots through Redis, so ``--workers 4`` draws no more
+than one worker would; without it, each worker has the whole quota to itself (fine for
+one worker). Each client's poll scheduler shares one set of queries between all the
+browsers watching a task in that worker.
+
+Safety of a web backend: the client is made with ``local_files=False`` (a request can
+never make the server upload one of its own files), and the app accepts ``https://``
+references only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,13 +42,15 @@ import anyio
 import anyio.abc
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from wanr2v import (
     APIError,
     AsyncWanClient,
     InvalidRequestError,
     RateLimitError,
+    TaskError,
+    TaskEvent,
     TaskResult,
     WanError,
 )
@@ -57,6 +70,15 @@ class VideoIn(BaseModel):
     size: str | None = "1280*720"
     duration: int | None = None
     audio: bool | None = None
+
+    @field_validator("reference_urls")
+    @classmethod
+    def https_only(cls, urls: list[str]) -> list[str]:
+        """Public ``https://`` media only: never a path, ``file://`` or ``oss://`` URL."""
+        for url in urls:
+            if not url.startswith("https://"):
+                raise ValueError(f"reference {url!r}: only https:// URLs are accepted")
+        return urls
 
 
 class VideoOut(BaseModel):
@@ -83,7 +105,13 @@ def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-def create_app(client_factory: Callable[[], AsyncWanClient] = AsyncWanClient) -> FastAPI:
+def default_client() -> AsyncWanClient:
+    """The app's client: key, base URL and ``WANR2V_STORAGE_URI`` from the environment;
+    local files never uploaded."""
+    return AsyncWanClient(local_files=False)
+
+
+def create_app(client_factory: Callable[[], AsyncWanClient] = default_client) -> FastAPI:
     """Build the app; ``client_factory`` makes its one client (default: from the environment)."""
     watched: set[str] = set()
 
@@ -134,6 +162,48 @@ def create_app(client_factory: Callable[[], AsyncWanClient] = AsyncWanClient) ->
             raise HTTPException(502, detail={"code": exc.code, "message": exc.message}) from exc
         ensure_watched(request, task.task_id)
         return VideoOut(task_id=task.task_id, status=task.status.value)
+
+    @app.post("/videos/stream")
+    async def submit_and_stream(body: VideoIn, request: Request) -> StreamingResponse:
+        """Create and stream this task's states (created, queued, running, final)."""
+        client = client_of(request)
+        send, receive = anyio.create_memory_object_stream[tuple[str, dict[str, Any]]](100)
+
+        def on_event(event: TaskEvent) -> None:
+            data = _out(event.result).model_dump() if event.result else {"task_id": event.task_id}
+            send.send_nowait((event.kind, data))
+
+        async def run() -> None:
+            # In the app's task group: a browser that goes away does not cancel a
+            # create that may already be paid for; the task is still waited for.
+            async with send:
+                try:
+                    await client.call(**body.model_dump(exclude_none=True), on_event=on_event)
+                except TaskError:
+                    pass  # its final event (failed, canceled, unknown) was streamed
+                except WanError as exc:  # refused before or at create: say why, then end
+                    logger.warning("streamed call failed: %s", exc)
+                    await send.send(("error", {"message": str(exc)[:500]}))
+
+        tg: anyio.abc.TaskGroup = request.app.state.background
+        tg.start_soon(run)
+
+        async def stream() -> AsyncIterator[str]:
+            async with receive:
+                async for kind, data in receive:
+                    yield _sse(kind, data)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        """This worker's pid and whether it shares the account's limits through Redis."""
+        client = client_of(request)
+        return {"pid": os.getpid(), "shared": client.storage_uri is not None}
 
     @app.get("/videos/{task_id}")
     async def status(task_id: str, request: Request) -> VideoOut:

@@ -1,8 +1,9 @@
 """Durable records of batch submissions, so a crashed batch resumes without paying twice.
 
 The client and the batch runner talk to a :class:`JournalStore`; :class:`SQLiteJournal`
-(one local file, WAL mode) is the store shipped. Another store (Postgres, Redis) only
-has to implement the protocol.
+(one local file, WAL mode) is the store for one machine; :class:`RedisJournal` is shared
+by a fleet of workers (any of them can resume another's batch). Another store
+(Postgres) only has to implement the protocol.
 """
 
 from ._base import (
@@ -26,6 +27,7 @@ from ._base import (
     request_to_dict,
     result_to_dict,
 )
+from ._redis import RedisJournal
 from ._sqlite import SCHEMA_VERSION, SQLiteJournal
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "LeasedJournal",
     "account_fingerprint",
     "check_requests",
+    "RedisJournal",
     "SCHEMA_VERSION",
     "SQLiteJournal",
     "SubmissionRecord",
