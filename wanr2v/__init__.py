@@ -13,6 +13,8 @@ Layers, bottom up:
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """
 
+import logging
+
 from ._batch import BatchItem, BatchRunner, BatchSummary, BudgetExceededError
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
@@ -114,6 +116,10 @@ __all__ = [
     "__version__",
     "raise_for_status",
 ]
+
+# A library is silent until its user configures logging: without this handler, Python's
+# last-resort handler would print the ``wanr2v`` logger's warnings to stderr.
+logging.getLogger("wanr2v").addHandler(logging.NullHandler())
 
 # Tracebacks and reprs say ``wanr2v.RateLimitError``, not ``wanr2v._exceptions...``.
 for _name in __all__:
