@@ -177,7 +177,7 @@ def test_fastapi_app_runs_four_workers_on_one_redis(emulator: Emulator, redis_se
             assert http.get("/health").json()["shared"] is True
             for i in range(2):
                 body = {
-                    "prompt": f"character1 waves at character2 #{i}",
+                    "prompt": f"character1 waves at the camera #{i}",
                     "reference_urls": ["https://cdn.example.com/me.mp4"],
                 }
                 events = _sse_events(http.post("/videos/stream", json=body).text)

@@ -1460,7 +1460,10 @@ def _setup_logging(out: Output, verbose: int) -> None:
 
     handler = Scrubbed(level)
     logger.addHandler(handler)
-    logger.setLevel(level)
+    # The handler filters; the logger is only ever opened up (-v), never closed down, so
+    # a command run in-process does not silence the caller's own logging afterwards.
+    if level < logger.getEffectiveLevel():
+        logger.setLevel(level)
 
 
 def _name_option(value: str) -> str:
