@@ -13,6 +13,7 @@ Layers, bottom up:
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """
 
+from ._aiohttp import AioHttpClient
 from ._batch import BatchItem, BatchRunner, BatchSummary
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
@@ -55,6 +56,7 @@ from ._version import __version__
 __all__ = [
     "REGION_BASE_URLS",
     "APIError",
+    "AioHttpClient",
     "ArrearageError",
     "AsyncWanClient",
     "AuthenticationError",

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -101,6 +102,11 @@ def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
     return err
 
 
+def _header_request_id(resp: httpx.Response) -> str | None:
+    rid: str | None = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
+    return rid
+
+
 class ApiSession:
     """Sends API requests for one key and base URL, through a governor.
 
@@ -135,6 +141,15 @@ class ApiSession:
         self.rate_limited: int = 0
         self.server_clock: tuple[float, float] | None = None
         """``(local UNIX time, server UNIX time)`` from the last answer's ``Date`` header."""
+        # Hot path: the headers of each kind are built once (read-only views), and the
+        # last Date header's parse is kept (it changes once a second).
+        plain = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+        if workspace:
+            plain["X-DashScope-WorkSpace"] = workspace
+        create = {**plain, "Content-Type": "application/json", "X-DashScope-Async": "enable"}
+        self._headers_plain: Mapping[str, str] = MappingProxyType(plain)
+        self._headers_create: Mapping[str, str] = MappingProxyType(create)
+        self._last_date: tuple[str, float] | None = None
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
@@ -142,23 +157,26 @@ class ApiSession:
     def _note_date(self, value: str | None) -> None:
         if not value:
             return
-        try:
-            server = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return
+        last = self._last_date
+        if last is not None and last[0] == value:
+            server = last[1]
+        else:
+            try:
+                server = email.utils.parsedate_to_datetime(value).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return
+            self._last_date = (value, server)
         self.server_clock = (time.time(), server)
 
-    def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The headers of one call of ``kind`` (auth per request, never on the client)."""
-        h = {"Authorization": f"Bearer {self._api_key}", "User-Agent": USER_AGENT}
-        if kind == "create":
-            h["Content-Type"] = "application/json"
-            h["X-DashScope-Async"] = "enable"
-        if self.workspace:
-            h["X-DashScope-WorkSpace"] = self.workspace
-        if extra:
-            h.update(extra)
-        return h
+    def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> Mapping[str, str]:
+        """The headers of one call of ``kind`` (auth per request, never on the client).
+
+        Without ``extra`` this is a shared read-only mapping, built once.
+        """
+        base = self._headers_create if kind == "create" else self._headers_plain
+        if not extra:
+            return base
+        return {**base, **extra}
 
     async def request(
         self,
@@ -197,7 +215,7 @@ class ApiSession:
             await self.governor.acquire(kind, priority=priority)
             started = anyio.current_time()
             try:
-                async with self.governor.http_slot():
+                async with self.governor.http_slot(kind, priority):
                     with anyio.CancelScope(shield=shield_exchange):
                         if before_send is not None:
                             await before_send()
@@ -235,18 +253,25 @@ class ApiSession:
             status = resp.status_code
             self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
-            rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
             if status == 200:
                 try:
                     data = resp.json()
                 except (ValueError, RecursionError):  # a deeply nested body is malformed too
                     data = None
-                if isinstance(data, dict):
-                    rid = data.get("request_id", rid)
-                logger.debug(
-                    "%s %s -> %d request_id=%s %.0fms", method, path, status, rid, elapsed * 1000
-                )
+                if logger.isEnabledFor(logging.DEBUG):  # no header lookups for nothing
+                    rid = _header_request_id(resp)
+                    if isinstance(data, dict):
+                        rid = data.get("request_id", rid)
+                    logger.debug(
+                        "%s %s -> %d request_id=%s %.0fms",
+                        method,
+                        path,
+                        status,
+                        rid,
+                        elapsed * 1000,
+                    )
                 return resp, data
+            rid = _header_request_id(resp)
             code, message, body_rid = parse_error_body(resp.content)
             rid = body_rid or rid
             retry_after = parse_retry_after(resp.headers.get("retry-after"))

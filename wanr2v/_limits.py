@@ -12,7 +12,12 @@ sharing one governor) under those limits, so that a batch fired at once meets no
   kind's rate (and pauses it for ``Retry-After``), which then recovers linearly;
 - a cap on HTTP requests in flight, at or below the connection pool's size, so that
   thousands of waiting requests never queue inside httpcore's pool (its bookkeeping
-  grows with waiters × connections: ``shared/field-notes.md``);
+  grows with waiters × connections: ``shared/field-notes.md``). Its slots are granted
+  in priority order: every query, list, cancel and policy request before any create,
+  then by priority value (a poll's due time), then first come. A poll that is due
+  thus never waits behind a burst of creates (10,000 fired at once), so detection lag
+  stays low; creates still go whenever no poll is waiting. A free slot is taken at
+  once, without a checkpoint or an allocation beyond the context manager;
 - a cap on tasks in flight (created, not yet final), for ``call`` and the batch API.
 
 Everything here uses anyio, so it runs under asyncio and trio alike.
@@ -156,6 +161,88 @@ class GovernorStatistics:
     tasks_waiting: int
     max_in_flight: int | None
     throttled_total: int
+
+
+CREATE_RANK: Final = 1
+"""HTTP slot rank of a create; every other kind of call has rank 0 (served first)."""
+
+
+class _Grant:
+    """One waiter for an HTTP slot, ordered by ``key``: ``(rank, priority, arrival)``."""
+
+    __slots__ = ("event", "key", "state")
+
+    def __init__(self, key: tuple[int, float, int]) -> None:
+        self.key = key
+        self.event = anyio.Event()
+        self.state = 0  # 0: waiting, 1: granted, 2: abandoned
+
+    def __lt__(self, other: _Grant) -> bool:
+        return self.key < other.key
+
+
+class _PrioritySlots:
+    """``n`` slots granted lowest ``(rank, priority, arrival)`` first.
+
+    Uncontended, :meth:`acquire` takes a free slot synchronously (like anyio's
+    ``Semaphore(fast_acquire=True)``); a slot freed while others wait is handed to the
+    most urgent waiter directly, so a newcomer can never overtake it.
+    """
+
+    __slots__ = ("_heap", "_seq", "free", "total")
+
+    def __init__(self, n: int) -> None:
+        self.total = n
+        self.free = n
+        self._heap: list[_Grant] = []
+        self._seq = 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for g in self._heap if g.state == 0)
+
+    async def acquire(self, rank: int, priority: float) -> None:
+        if self.free > 0:
+            self.free -= 1
+            return
+        self._seq += 1
+        grant = _Grant((rank, priority, self._seq))
+        heapq.heappush(self._heap, grant)
+        try:
+            await grant.event.wait()
+        except BaseException:
+            if grant.state == 1:  # granted as we were cancelled: pass it on
+                self.release()
+            else:
+                grant.state = 2  # skipped when it reaches the head
+            raise
+
+    def release(self) -> None:
+        heap = self._heap
+        while heap:
+            grant = heapq.heappop(heap)
+            if grant.state == 0:
+                grant.state = 1
+                grant.event.set()
+                return
+        self.free += 1
+
+
+class _HttpSlot:
+    """``async with governor.http_slot(kind, priority):`` one exchange."""
+
+    __slots__ = ("_priority", "_rank", "_slots")
+
+    def __init__(self, slots: _PrioritySlots, rank: int, priority: float) -> None:
+        self._slots = slots
+        self._rank = rank
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire(self._rank, self._priority)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._slots.release()
 
 
 def _now() -> float:
@@ -308,8 +395,7 @@ class Governor:
         self.limits: Limits = limits or Limits()
         self._clock = clock or _now
         self._buckets = {k: _Bucket(_safe(self.limits.rate_for(k)), self._clock) for k in KINDS}
-        # A semaphore is lighter per waiter than a CapacityLimiter (measured ~2 KB less).
-        self._http = anyio.Semaphore(self.limits.max_connections, fast_acquire=True)
+        self._http = _PrioritySlots(self.limits.max_connections)
         n = self.limits.max_in_flight
         self._tasks = anyio.Semaphore(n) if n is not None else None
         self._tasks_held = 0
@@ -332,9 +418,13 @@ class Governor:
             max(0.0, bucket.paused_until - self._clock()),
         )
 
-    def http_slot(self) -> anyio.Semaphore:
-        """Hold one of ``max_connections`` HTTP slots for one exchange (``async with``)."""
-        return self._http
+    def http_slot(self, kind: Kind = "query", priority: float = 0.0) -> _HttpSlot:
+        """Hold one of ``max_connections`` HTTP slots for one exchange (``async with``).
+
+        Waiters are served every non-create first, then by ``priority`` (lower first),
+        then in arrival order.
+        """
+        return _HttpSlot(self._http, CREATE_RANK if kind == "create" else 0, priority)
 
     @asynccontextmanager
     async def task_slot(self) -> AsyncIterator[None]:
@@ -361,12 +451,11 @@ class Governor:
     def statistics(self) -> GovernorStatistics:
         """A frozen snapshot: rates, waiters, HTTP and task slots, 429s seen."""
         rates: dict[str, RateStatistics] = {k: b.statistics() for k, b in self._buckets.items()}
-        http = self._http.statistics()
-        in_flight = self.limits.max_connections - self._http.value
+        http = self._http
         return GovernorStatistics(
             rates=rates,
-            http_in_flight=in_flight,
-            http_waiting=http.tasks_waiting,
+            http_in_flight=http.total - http.free,
+            http_waiting=http.waiting,
             max_connections=self.limits.max_connections,
             tasks_in_flight=self._tasks_held,
             tasks_waiting=self._tasks_waiting,
