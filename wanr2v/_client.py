@@ -36,7 +36,7 @@ from ._exceptions import (
     WanError,
 )
 from ._http import ApiSession, RetryPolicy
-from ._limits import Governor, GovernorStatistics, Limits
+from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
 from ._wire import (
@@ -186,6 +186,8 @@ class AsyncWanClient:
                 max_keepalive_connections=self.limits.max_connections,
             ),
         )
+        if http_client is not None:
+            check_pool(http_client, self.limits)  # the governor's slots must fit its pool
         self._retry = (
             attrs.evolve(retry_policy, max_retries=max_retries)
             if retry_policy is not None and max_retries != _config.DEFAULT_MAX_RETRIES

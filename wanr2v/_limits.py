@@ -30,6 +30,7 @@ import itertools
 import logging
 import math
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final, Literal
@@ -37,7 +38,7 @@ from typing import Final, Literal
 import anyio
 import attrs
 
-__all__ = ["Governor", "GovernorStatistics", "Limits", "RateStatistics"]
+__all__ = ["Governor", "GovernorStatistics", "Limits", "RateStatistics", "check_pool"]
 
 logger = logging.getLogger("wanr2v")
 
@@ -461,4 +462,30 @@ class Governor:
             tasks_waiting=self._tasks_waiting,
             max_in_flight=self.limits.max_in_flight,
             throttled_total=sum(r.throttled for r in rates.values()),
+        )
+
+
+def pool_size(http: object) -> int | None:
+    """The connection pool size of an ``httpx.AsyncClient`` when it can be told:
+    ``AioHttpClient.max_connections``, or httpx's default transport's pool."""
+    size = getattr(http, "max_connections", None)
+    if isinstance(size, int):
+        return size
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    size = getattr(pool, "_max_connections", None)
+    return size if isinstance(size, int) else None
+
+
+def check_pool(http: object, limits: Limits) -> None:
+    """Warn when a user's http client pools fewer connections than the governor lets
+    requests fly at once: the surplus would wait inside the pool, where httpcore's
+    bookkeeping grows with every waiter."""
+    size = pool_size(http)
+    if size is not None and size < limits.max_connections:
+        warnings.warn(
+            f"http_client's pool holds {size} connections, fewer than "
+            f"Limits.max_connections={limits.max_connections}: the surplus requests would "
+            f"wait inside the pool. Pass limits with max_connections={size}, or a larger pool.",
+            RuntimeWarning,
+            stacklevel=3,
         )
