@@ -130,3 +130,62 @@ async def test_under_trio_falls_back_to_httpx_with_a_warning() -> None:
                 task = await c.async_call(**FIELDS)
             assert (await c.wait(task)).succeeded
             assert not _used_aiohttp(http)
+
+
+async def test_lean_path_answers_as_httpx_does() -> None:
+    """A plain request (the lean path) gives the same httpx.Response as httpx's full
+    path: decoded body, headers, request, cookies stored; a request with hooks takes the
+    full path (the hook runs)."""
+    import gzip
+    import json
+
+    from aiohttp import web
+
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        seen.append({**headers, "body": (await request.read()).decode()})
+        body = gzip.compress(json.dumps({"ok": True, "echo": request.path}).encode())
+        return web.Response(
+            body=body,
+            headers={
+                "Content-Encoding": "gzip",
+                "Content-Type": "application/json",
+                "Set-Cookie": "sid=abc; Path=/",
+                "X-Request-Id": "r1",
+            },
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with AioHttpClient(headers={"User-Agent": "default-ua"}) as http:
+            url = httpx.URL(f"http://127.0.0.1:{port}/api/v1/tasks/t1")
+            r = await http.request(
+                "POST", url, json={"a": "é"}, headers={"X-Extra": "1"}, params=None
+            )
+            assert r.status_code == 200 and r.json() == {"ok": True, "echo": "/api/v1/tasks/t1"}
+            assert r.headers["x-request-id"] == "r1" and r.request.url == url
+            assert http.cookies.get("sid") == "abc"  # stored from Set-Cookie
+            assert seen[0]["user-agent"] == "default-ua" and seen[0]["x-extra"] == "1"
+            assert seen[0]["content-type"] == "application/json"
+            assert seen[0]["body"] == '{"a":"é"}'  # httpx's own JSON encoding
+            # Cookies stored now: the next request takes the full path and sends them.
+            await http.get(url)
+            assert "sid=abc" in seen[1].get("cookie", "")
+        hooked: list[str] = []
+
+        async def hook(request: httpx.Request) -> None:
+            hooked.append(str(request.url))
+
+        async with AioHttpClient(event_hooks={"request": [hook]}) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/x")).json()["echo"] == "/x"
+        assert hooked == [f"http://127.0.0.1:{port}/x"]
+    finally:
+        await runner.cleanup()

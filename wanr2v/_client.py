@@ -35,7 +35,7 @@ from ._exceptions import (
     WaitTimeoutError,
     WanError,
 )
-from ._http import ApiSession, RetryPolicy
+from ._http import ApiSession, RetryPolicy, lean_cookies
 from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
@@ -188,6 +188,8 @@ class AsyncWanClient:
         )
         if http_client is not None:
             check_pool(http_client, self.limits)  # the governor's slots must fit its pool
+        else:
+            lean_cookies(self._http)
         self._retry = (
             attrs.evolve(retry_policy, max_retries=max_retries)
             if retry_policy is not None and max_retries != _config.DEFAULT_MAX_RETRIES

@@ -33,11 +33,14 @@ from ._limits import Governor, Kind
 from ._version import __version__
 from ._wire import parse_error_body
 
-__all__ = ["ApiSession", "RetryPolicy", "USER_AGENT"]
+__all__ = ["ApiSession", "RetryPolicy", "USER_AGENT", "lean_cookies"]
 
 logger = logging.getLogger("wanr2v")
 
 USER_AGENT: Final = f"wanr2v/{__version__} (+httpx/{httpx.__version__})"
+
+URL_CACHE_SIZE: Final = 1024
+"""Parsed request URLs kept per session (the create URL, recent tasks' query URLs)."""
 
 RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 CREATE_RETRYABLE_STATUS: Final = frozenset({429, 503})
@@ -102,6 +105,23 @@ def translate(exc: httpx.HTTPError, *, method: str, url: str) -> TransportError:
     return err
 
 
+class _LeanCookies(httpx.Cookies):
+    """httpx's cookie jar, minus its per-answer cost when there is nothing to store:
+    ``extract_cookies`` builds urllib request and response adapters for every answer
+    (about a tenth of httpx's CPU per request), even one without ``Set-Cookie``."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+def lean_cookies(http: httpx.AsyncClient) -> None:
+    """Give an http client this package made the lean jar above (cookies kept as is)."""
+    jar = getattr(http, "_cookies", None)  # httpx's own attribute: checked, not assumed
+    if type(jar) is httpx.Cookies:
+        http._cookies = _LeanCookies(jar)
+
+
 def _header_request_id(resp: httpx.Response) -> str | None:
     rid: str | None = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
     return rid
@@ -150,6 +170,18 @@ class ApiSession:
         self._headers_plain: Mapping[str, str] = MappingProxyType(plain)
         self._headers_create: Mapping[str, str] = MappingProxyType(create)
         self._last_date: tuple[str, float] | None = None
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _target(self, url: str) -> httpx.URL:
+        """``url`` parsed, kept for its next use: httpx parses a ``str`` URL on every
+        request (tens of µs), and a task's query URL recurs at each of its polls."""
+        cache = self._urls
+        target = cache.get(url)
+        if target is None:
+            if len(cache) >= URL_CACHE_SIZE:
+                del cache[next(iter(cache))]  # the oldest
+            target = cache[url] = httpx.URL(url)
+        return target
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
@@ -208,6 +240,7 @@ class ApiSession:
                 reached the service.
         """
         url = f"{self.base_url}/{path.lstrip('/')}"
+        target = self._target(url)
         tries = self.retry.max_retries if max_retries is None else max_retries
         hdrs = self.headers(kind, headers)
         attempt = 0
@@ -221,7 +254,7 @@ class ApiSession:
                             await before_send()
                         self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
                         resp = await self.http.request(
-                            method, url, json=json, params=params, headers=hdrs
+                            method, target, json=json, params=params, headers=hdrs
                         )
             except httpx.HTTPError as exc:
                 err = translate(exc, method=method, url=url)
@@ -251,7 +284,8 @@ class ApiSession:
                 raise err from exc
             elapsed = anyio.current_time() - started
             status = resp.status_code
-            self._note_date(resp.headers.get("date"))
+            if kind != "query" or self.server_clock is None:  # creates matter (reconcile)
+                self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             if status == 200:
                 try:
