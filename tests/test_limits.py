@@ -274,3 +274,30 @@ def test_http_slot_granted_then_cancelled_passes_it_on() -> None:
         return got
 
     assert asyncio.run(main()) == ["next"]
+
+
+def test_http_slot_cancelled_in_queue_under_asyncio() -> None:
+    """Under asyncio a waiter cancelled in the queue (its wait already cancelled when
+    the slot frees) is skipped: the next waiter gets the slot, none is lost."""
+
+    async def main() -> list[str]:
+        g = Governor(Limits.unlimited(max_connections=1))
+        got: list[str] = []
+
+        async def one(name: str) -> None:
+            async with g.http_slot():
+                got.append(name)
+
+        slot = g.http_slot()
+        await slot.__aenter__()
+        doomed = asyncio.ensure_future(one("doomed"))
+        nxt = asyncio.ensure_future(one("next"))
+        await asyncio.sleep(0)
+        doomed.cancel()  # its wait is cancelled now; its cleanup runs later
+        await slot.__aexit__(None, None, None)
+        await asyncio.wait_for(asyncio.gather(doomed, nxt, return_exceptions=True), 5)
+        st = g.statistics()
+        assert st.http_in_flight == 0 and st.http_waiting == 0
+        return got
+
+    assert asyncio.run(main()) == ["next"]
