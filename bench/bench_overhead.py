@@ -18,6 +18,11 @@ Clients:
   as quotas are off), and a ``PollPolicy`` fitted to the workload's time scale:
   prior 2–6 s, trusted as is (``prior_slack=1``), polls 0.25–5 s apart. Default
   transport (httpx on httpcore).
+  The calls are fanned out as the vendor's are (one asyncio task per call,
+  ``asyncio.wait`` over them), so the harness costs the same on every side;
+  ``--fanout taskgroup`` uses an anyio task group instead (anyio 4.16 adds a task
+  handle with its own event per task: about 1.5 KB and a little CPU per task, the
+  harness's not the client's).
 - ``wanr2v + AioHttpClient``: the same on ``wanr2v.AioHttpClient()`` (httpx's API
   on aiohttp's connection pool, ``pip install 'wanr2v[aiohttp]'``).
 - ``AioVideoSynthesis (gather)``: the vendor's legacy asyncio client (aiohttp, one
@@ -39,7 +44,7 @@ Usage::
 
     python bench/bench_overhead.py [--sizes 2000 10000] [--cap 120] [--vendor-cap-large 60]
         [--only wanr2v --only wanr2v-aiohttp --only legacy-aio --only asyncclient]
-        [--profile] [--profile-top 15]
+        [--profile] [--profile-top 15] [--fanout tasks|taskgroup]
 """
 
 from __future__ import annotations
@@ -69,7 +74,14 @@ VENDOR = ("legacy-aio", "asyncclient")
 
 
 def _run(
-    key: str, n: int, cap: float, seed: int, *, profile: bool = False, top: int = 15
+    key: str,
+    n: int,
+    cap: float,
+    seed: int,
+    *,
+    profile: bool = False,
+    top: int = 15,
+    fanout: str = "tasks",
 ) -> dict[str, Any]:
     config = EmulatorConfig(
         time_scale=1.0, seed=seed, generation_time=GENERATION, quotas=Quotas.off()
@@ -85,6 +97,7 @@ def _run(
             "transport": "aiohttp" if key == "wanr2v-aiohttp" else "default",
             "profile": profile,
             "profile_top": top,
+            "fanout": fanout,
         }
     with serve(config) as emu:
         spec["base_url"] = emu.base_url
@@ -170,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run wanr2v under cProfile and print its top entries (inflates its CPU)",
     )
     parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument(
+        "--fanout",
+        choices=["tasks", "taskgroup"],
+        default="tasks",
+        help="how wanr2v's calls are fanned out (tasks: as the vendor's; taskgroup: anyio)",
+    )
     args = parser.parse_args(argv)
 
     rows = []
@@ -183,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
                 print("... skipping AioHttpClient: pip install 'wanr2v[aiohttp]'", file=sys.stderr)
                 continue
             cap = args.cap if key not in VENDOR or n <= 2000 else args.vendor_cap_large
-            f = _run(key, n, cap, args.seed, profile=args.profile, top=args.profile_top)
+            f = _run(
+                key,
+                n,
+                cap,
+                args.seed,
+                profile=args.profile,
+                top=args.profile_top,
+                fanout=args.fanout,
+            )
             results[(key, n)] = f
             rows.append(_row(name, n, f))
             if f["report"].get("profile"):
