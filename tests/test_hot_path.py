@@ -102,3 +102,49 @@ async def test_default_client_still_stores_cookies() -> None:
     )
     assert c.http.cookies.get("a") == "b"
     await c.aclose()
+
+
+@pytest.mark.anyio
+async def test_lean_client_answers_as_httpx_does() -> None:
+    """The client's own http client sends a plain request straight to its transport and
+    answers as httpx does (merged headers, httpx's JSON bytes, timeout, decoded body,
+    request, cookies); a client with hooks takes httpx's full path."""
+    import gzip
+    import json
+
+    from wanr2v._lean import LeanAsyncClient
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = gzip.compress(json.dumps({"ok": True}).encode())
+        return httpx.Response(
+            200, content=body, headers={"Content-Encoding": "gzip", "Set-Cookie": "s=1; Path=/"}
+        )
+
+    url = httpx.URL("https://x.example.com/api/v1/tasks/t")
+    async with LeanAsyncClient(
+        transport=httpx.MockTransport(handler), headers={"User-Agent": "ua"}, timeout=7.0
+    ) as http:
+        r = await http.request("POST", url, json={"a": "é"}, headers={"X-A": "1"}, params=None)
+        assert r.json() == {"ok": True} and r.request is seen[0] and r.request.url == url
+        assert not hasattr(r, "_elapsed")  # the lean path: httpx's wrappers were skipped
+        sent = seen[0]
+        assert sent.headers["user-agent"] == "ua" and sent.headers["x-a"] == "1"
+        assert sent.headers["content-type"] == "application/json"
+        assert sent.content == httpx.Request("POST", url, json={"a": "é"}).content
+        assert sent.extensions["timeout"]["read"] == 7.0
+        assert http.cookies.get("s") == "1"
+        await http.get(url)  # a cookie is stored now: the full path sends it
+        assert seen[1].headers["cookie"] == "s=1"
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(request.method)
+
+    async with LeanAsyncClient(
+        transport=httpx.MockTransport(handler), event_hooks={"request": [hook]}
+    ) as http:
+        assert (await http.request("GET", url)).json() == {"ok": True}
+    assert hooked == ["GET"]

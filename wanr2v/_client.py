@@ -36,6 +36,7 @@ from ._exceptions import (
     WanError,
 )
 from ._http import ApiSession, RetryPolicy, lean_cookies
+from ._lean import LeanAsyncClient
 from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
@@ -179,7 +180,7 @@ class AsyncWanClient:
         self.limits: Limits = governor.limits if governor is not None else (limits or Limits())
         self.governor: Governor = governor or Governor(self.limits)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
+        self._http = http_client or LeanAsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=self.limits.max_connections,
