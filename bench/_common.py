@@ -20,6 +20,7 @@ the parent kills a child that overstays its cap by a margin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -176,8 +177,12 @@ def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
 #
 # spec keys: client ("wanr2v" | "legacy-threads" | "legacy-aio" | "asyncclient"),
 # base_url, n, pace (creates/s started by the caller, or None: all at once), cap
-# (seconds), and for wanr2v: limits ("default" | "unlimited"), max_connections,
-# running_slots, poll (PollPolicy keyword arguments).
+# (seconds), profile (run under cProfile, report the top ``profile_top`` entries),
+# and for wanr2v: limits ("default" | "unlimited"), max_connections, running_slots,
+# poll (PollPolicy keyword arguments), transport ("default" | "aiohttp":
+# wanr2v.AioHttpClient), backend ("asyncio" | "trio"), fanout ("taskgroup", the
+# default: an anyio task group; "tasks": one asyncio task per call, as the vendor's
+# children do).
 
 
 class _Outcomes:
@@ -232,9 +237,21 @@ async def _child_wanr2v(spec: dict[str, Any], res: _Outcomes, meta: dict[str, An
     policy = PollPolicy(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("poll", {}).items()}
     )
-    async with AsyncWanClient(
-        api_key=KEY, base_url=spec["base_url"], limits=limits, poll_policy=policy
-    ) as client:
+    http: Any = None
+    if spec.get("transport") == "aiohttp":
+        from wanr2v import AioHttpClient
+
+        http = AioHttpClient(max_connections=limits.max_connections)
+    async with (
+        http if http is not None else contextlib.nullcontext(),
+        AsyncWanClient(
+            api_key=KEY,
+            base_url=spec["base_url"],
+            limits=limits,
+            poll_policy=policy,
+            http_client=http,
+        ) as client,
+    ):
 
         async def one(i: int) -> None:
             await anyio.sleep_until(meta["t_fire"] + _start_delay(spec, i))
@@ -255,10 +272,20 @@ async def _child_wanr2v(spec: dict[str, Any], res: _Outcomes, meta: dict[str, An
                 res.failed(str(result.status))
 
         meta["cpu_fire"], meta["t_fire"] = cpu_seconds(), time.monotonic()
-        with anyio.move_on_after(float(spec["cap"])):
-            async with anyio.create_task_group() as tg:
-                for i in range(int(spec["n"])):
-                    tg.start_soon(one, i)
+        if spec.get("fanout") == "tasks" and spec.get("backend", "asyncio") == "asyncio":
+            # As the vendor's children fan out: one asyncio task per call, asyncio.wait.
+            import asyncio
+
+            tasks = [asyncio.ensure_future(one(i)) for i in range(int(spec["n"]))]
+            _, pending = await asyncio.wait(tasks, timeout=float(spec["cap"]))
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        else:
+            with anyio.move_on_after(float(spec["cap"])):
+                async with anyio.create_task_group() as tg:
+                    for i in range(int(spec["n"])):
+                        tg.start_soon(one, i)
         st = client.statistics()
         meta["client_429"] = st.rate_limited
         meta["client_requests"] = dict(st.requests)
@@ -415,6 +442,18 @@ def _watchdog(spec: dict[str, Any], res: _Outcomes, meta: dict[str, Any], out: P
     threading.Thread(target=run, name="bench-watchdog", daemon=True).start()
 
 
+def profile_summary(profiler: Any, top: int) -> str:
+    """The ``top`` entries by cumulative and by own time, as pstats prints them."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    for key in ("cumulative", "tottime"):
+        stats = pstats.Stats(profiler, stream=out)
+        stats.strip_dirs().sort_stats(key).print_stats(top)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())
+
+
 def child_main(spec: dict[str, Any], out: Path) -> None:
     import logging
 
@@ -431,14 +470,23 @@ def child_main(spec: dict[str, Any], out: Path) -> None:
             "asyncclient": _child_asyncclient,
             "legacy-aio": _child_legacy_aio,
         }[kind]
+        profiler = None
+        if spec.get("profile"):
+            import cProfile
+
+            profiler = cProfile.Profile(time.process_time)  # CPU, not wall: a shared machine
+            profiler.enable()
         if kind == "wanr2v":
             import anyio
 
-            anyio.run(runner, spec, res, meta)
+            anyio.run(runner, spec, res, meta, backend=spec.get("backend", "asyncio"))
         else:
             import asyncio
 
             asyncio.run(runner(spec, res, meta))
+        if profiler is not None:
+            profiler.disable()
+            meta["profile"] = profile_summary(profiler, int(spec.get("profile_top", 15)))
     with _REPORT_LOCK:
         _write_report(spec, res, meta, out, capped=False)
         sys.stdout.flush()

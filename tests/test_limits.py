@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import trio
 import trio.testing
 
 from wanr2v import Governor, Limits
+from wanr2v._limits import Kind
 
 pytestmark = pytest.mark.anyio
 
@@ -171,3 +174,130 @@ def test_limits_validation() -> None:
     with pytest.raises(ValueError, match="query_share"):
         Limits(query_share=1.5)
     assert Limits().scaled(10).creates_per_second == 50
+
+
+# --- HTTP slots: polls before creates -------------------------------------------------
+
+
+async def test_http_slots_serve_polls_before_creates() -> None:
+    """A freed HTTP slot goes to a waiting query before any waiting create: queries by
+    priority (a poll's due time), then creates in arrival order."""
+    g = Governor(Limits.unlimited(max_connections=1))
+    order: list[str] = []
+    release = trio.Event()
+
+    async def holder() -> None:
+        async with g.http_slot("create", 0.0):
+            await release.wait()
+
+    async def one(name: str, kind: Kind, priority: float) -> None:
+        async with g.http_slot(kind, priority):
+            order.append(name)
+            await trio.sleep(0.1)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(holder)
+        await trio.sleep(0.01)
+        # A burst of creates arrives first, then polls that fall due one after another.
+        for i in range(3):
+            n.start_soon(one, f"create{i}", "create", float(i))
+            await trio.sleep(0.01)
+        for name, due in (("poll-late", 9.0), ("poll-early", 1.0), ("cancel", 5.0)):
+            n.start_soon(one, name, "query" if name.startswith("poll") else "cancel", due)
+            await trio.sleep(0.01)
+        st = g.statistics()
+        assert st.http_in_flight == 1 and st.http_waiting == 6
+        release.set()
+    assert order == ["poll-early", "cancel", "poll-late", "create0", "create1", "create2"]
+    st = g.statistics()
+    assert st.http_in_flight == 0 and st.http_waiting == 0
+
+
+async def test_http_slot_free_is_taken_without_a_checkpoint() -> None:
+    """Uncontended, a slot is taken at once: not even a cancelled scope interrupts it
+    (no checkpoint, as anyio's Semaphore(fast_acquire=True))."""
+    g = Governor(Limits.unlimited(max_connections=2))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with g.http_slot("create"), g.http_slot("query"):
+            assert g.statistics().http_in_flight == 2
+    assert g.statistics().http_in_flight == 0
+
+
+async def test_http_slot_cancelled_waiter_is_skipped() -> None:
+    """A waiter cancelled in the queue is skipped: the slot goes to the next one."""
+    g = Governor(Limits.unlimited(max_connections=1))
+    got: list[str] = []
+
+    async def one(name: str, kind: Kind = "query") -> None:
+        async with g.http_slot(kind):
+            got.append(name)
+            await trio.sleep(0.1)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(one, "first")
+        await trio.sleep(0.01)
+        async with trio.open_nursery() as doomed:
+            doomed.start_soon(one, "cancelled", "query")
+            await trio.sleep(0.01)
+            n.start_soon(one, "create", "create")
+            await trio.sleep(0.01)
+            doomed.cancel_scope.cancel()
+    assert got == ["first", "create"]
+    st = g.statistics()
+    assert st.http_in_flight == 0 and st.http_waiting == 0
+
+
+def test_http_slot_granted_then_cancelled_passes_it_on() -> None:
+    """Under asyncio a waiter can be cancelled after its slot was handed to it but
+    before it ran: the slot then goes to the next waiter instead of being lost."""
+
+    async def main() -> list[str]:
+        g = Governor(Limits.unlimited(max_connections=1))
+        got: list[str] = []
+
+        async def one(name: str) -> None:
+            async with g.http_slot():
+                got.append(name)
+
+        slot = g.http_slot()
+        await slot.__aenter__()
+        raced = asyncio.ensure_future(one("raced"))
+        nxt = asyncio.ensure_future(one("next"))
+        await asyncio.sleep(0)  # both wait now
+        await slot.__aexit__(None, None, None)  # handed to "raced"...
+        raced.cancel()  # ...which is cancelled before it runs
+        await asyncio.wait_for(asyncio.gather(raced, nxt, return_exceptions=True), 5)
+        assert raced.cancelled()
+        st = g.statistics()
+        assert st.http_in_flight == 0 and st.http_waiting == 0
+        return got
+
+    assert asyncio.run(main()) == ["next"]
+
+
+def test_http_slot_cancelled_in_queue_under_asyncio() -> None:
+    """Under asyncio a waiter cancelled in the queue (its wait already cancelled when
+    the slot frees) is skipped: the next waiter gets the slot, none is lost."""
+
+    async def main() -> list[str]:
+        g = Governor(Limits.unlimited(max_connections=1))
+        got: list[str] = []
+
+        async def one(name: str) -> None:
+            async with g.http_slot():
+                got.append(name)
+
+        slot = g.http_slot()
+        await slot.__aenter__()
+        doomed = asyncio.ensure_future(one("doomed"))
+        nxt = asyncio.ensure_future(one("next"))
+        await asyncio.sleep(0)
+        doomed.cancel()  # its wait is cancelled now; its cleanup runs later
+        await slot.__aexit__(None, None, None)
+        await asyncio.wait_for(asyncio.gather(doomed, nxt, return_exceptions=True), 5)
+        st = g.statistics()
+        assert st.http_in_flight == 0 and st.http_waiting == 0
+        return got
+
+    assert asyncio.run(main()) == ["next"]

@@ -15,6 +15,7 @@ Layers, bottom up:
 
 import logging
 
+from ._aiohttp import AioHttpClient
 from ._batch import BatchItem, BatchRunner, BatchSummary, BudgetExceededError
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
@@ -61,6 +62,7 @@ from ._version import __version__
 __all__ = [
     "REGION_BASE_URLS",
     "APIError",
+    "AioHttpClient",
     "ArrearageError",
     "AsyncWanClient",
     "AuthenticationError",

@@ -36,8 +36,9 @@ from ._exceptions import (
     WaitTimeoutError,
     WanError,
 )
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, ApiSession, RetryPolicy, task_segment
-from ._limits import Governor, GovernorStatistics, Limits
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, ApiSession, RetryPolicy, lean_cookies, task_segment
+from ._lean import LeanAsyncClient
+from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import (
     ModelName,
     Reference,
@@ -236,13 +237,17 @@ class AsyncWanClient:
         self.limits: Limits = governor.limits if governor is not None else (limits or Limits())
         self.governor: Governor = governor or Governor(self.limits)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
+        self._http = http_client or LeanAsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=self.limits.max_connections,
                 max_keepalive_connections=self.limits.max_connections,
             ),
         )
+        if http_client is not None:
+            check_pool(http_client, self.limits)  # the governor's slots must fit its pool
+        else:
+            lean_cookies(self._http)
         self._retry = (
             attrs.evolve(retry_policy, max_retries=max_retries)
             if retry_policy is not None and max_retries != _config.DEFAULT_MAX_RETRIES

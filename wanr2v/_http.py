@@ -29,7 +29,6 @@ Bounds that hold whatever the server does (guarantees, not hopes):
 from __future__ import annotations
 
 import builtins
-import contextlib
 import email.utils
 import json as jsonlib
 import logging
@@ -37,6 +36,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -55,6 +55,7 @@ from ._exceptions import (
     error_for,
     scrub,
 )
+from ._lean import AnswerTooLarge, read_capped
 from ._limits import Governor, Kind
 from ._version import __version__
 from ._wire import parse_error_body
@@ -64,6 +65,7 @@ __all__ = [
     "USER_AGENT",
     "ApiSession",
     "RetryPolicy",
+    "lean_cookies",
     "task_segment",
 ]
 
@@ -71,13 +73,15 @@ logger = logging.getLogger("wanr2v")
 
 USER_AGENT: Final = f"wanr2v/{__version__} (+httpx/{httpx.__version__})"
 
+URL_CACHE_SIZE: Final = 1024
+"""Parsed request URLs kept per session (the create URL, recent tasks' query URLs)."""
+
 RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 CREATE_RETRYABLE_STATUS: Final = frozenset({429, 503})
 """A 429 or 503 on create means the service refused it: nothing was made, nothing billed."""
 DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 """Cap of one API answer (decoded). A full list page is about 50 kB; a task about 2 kB."""
 MAX_TASK_ID_LENGTH: Final = 256
-_NO_SCOPE: Final = contextlib.nullcontext()
 
 
 @attrs.frozen(kw_only=True)
@@ -167,6 +171,28 @@ def _explain(status: int, message: str | None, base_url: str, kind: str) -> str 
     return message
 
 
+class _LeanCookies(httpx.Cookies):
+    """httpx's cookie jar, minus its per-answer cost when there is nothing to store:
+    ``extract_cookies`` builds urllib request and response adapters for every answer
+    (about a tenth of httpx's CPU per request), even one without ``Set-Cookie``."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+def lean_cookies(http: httpx.AsyncClient) -> None:
+    """Give an http client this package made the lean jar above (cookies kept as is)."""
+    jar = getattr(http, "_cookies", None)  # httpx's own attribute: checked, not assumed
+    if type(jar) is httpx.Cookies:
+        http._cookies = _LeanCookies(jar)
+
+
+def _header_request_id(resp: httpx.Response) -> str | None:
+    rid: str | None = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
+    return rid
+
+
 class ApiSession:
     """Sends API requests for one key and base URL, through a governor.
 
@@ -217,6 +243,27 @@ class ApiSession:
         """``(local UNIX time, server UNIX time)`` from the last answer's ``Date`` header."""
         self.timeout: float | None = None
         """Seconds for one request instead of the HTTP client's (``with_options``)."""
+        # Hot path: the headers of each kind are built once (read-only views), and the
+        # last Date header's parse is kept (it changes once a second).
+        plain = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+        if workspace:
+            plain["X-DashScope-WorkSpace"] = workspace
+        create = {**plain, "Content-Type": "application/json", "X-DashScope-Async": "enable"}
+        self._headers_plain: Mapping[str, str] = MappingProxyType(plain)
+        self._headers_create: Mapping[str, str] = MappingProxyType(create)
+        self._last_date: tuple[str, float] | None = None
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _target(self, url: str) -> httpx.URL:
+        """``url`` parsed, kept for its next use: httpx parses a ``str`` URL on every
+        request (tens of µs), and a task's query URL recurs at each of its polls."""
+        cache = self._urls
+        target = cache.get(url)
+        if target is None:
+            if len(cache) >= URL_CACHE_SIZE:
+                del cache[next(iter(cache))]  # the oldest
+            target = cache[url] = httpx.URL(url)
+        return target
 
     def __repr__(self) -> str:
         return f"ApiSession(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
@@ -228,23 +275,26 @@ class ApiSession:
     def _note_date(self, value: str | None) -> None:
         if not value:
             return
-        try:
-            server = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return
+        last = self._last_date
+        if last is not None and last[0] == value:
+            server = last[1]
+        else:
+            try:
+                server = email.utils.parsedate_to_datetime(value).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return
+            self._last_date = (value, server)
         self.server_clock = (time.time(), server)
 
-    def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The headers of one call of ``kind`` (auth per request, never on the client)."""
-        h = {"Authorization": f"Bearer {self._api_key}", "User-Agent": USER_AGENT}
-        if kind == "create":
-            h["Content-Type"] = "application/json"
-            h["X-DashScope-Async"] = "enable"
-        if self.workspace:
-            h["X-DashScope-WorkSpace"] = self.workspace
-        if extra:
-            h.update(extra)
-        return h
+    def headers(self, kind: Kind, extra: Mapping[str, str] | None = None) -> Mapping[str, str]:
+        """The headers of one call of ``kind`` (auth per request, never on the client).
+
+        Without ``extra`` this is a shared read-only mapping, built once.
+        """
+        base = self._headers_create if kind == "create" else self._headers_plain
+        if not extra:
+            return base
+        return {**base, **extra}
 
     async def _exchange(
         self,
@@ -254,40 +304,39 @@ class ApiSession:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str],
     ) -> tuple[httpx.Response, bytes]:
-        """Send and read the whole answer, at most ``max_response_bytes`` of it."""
-        request = self.http.build_request(
-            method,
-            url,
-            json=json,
-            params=params,
-            headers=headers,
-            timeout=httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout,
-        )
-        resp = await self.http.send(request, stream=True)
+        """Send and read the whole answer, at most ``max_response_bytes`` of it.
+
+        wanr2v's own HTTP clients (``LeanAsyncClient``, ``AioHttpClient``) send a plain
+        request on their lean path; any other client, or a request with ``params`` or a
+        per-call timeout, takes httpx's streaming path. Both read through the same cap.
+        """
+        cap = self.max_response_bytes
         try:
-            cap = self.max_response_bytes
-            length = resp.headers.get("content-length")
-            plain = "content-encoding" not in resp.headers
-            if plain and length is not None and length.isdigit():
-                if int(length) > cap:
-                    raise self._too_large(method, url, f"announced {length} bytes")
-                return resp, await resp.aread()  # the common case: one bounded read
-            chunks: list[bytes] = []
-            size = 0
-            stream = resp.aiter_bytes()
+            lean = getattr(self.http, "lean_exchange", None)
+            if lean is not None and params is None and self.timeout is None:
+                done = await lean(
+                    method, self._target(url), json=json, headers=headers, max_bytes=cap
+                )
+                if done is not None:
+                    response, content = done
+                    return response, content
+            request = self.http.build_request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if self.timeout is None else self.timeout,
+            )
+            resp = await self.http.send(request, stream=True)
             try:
-                async for chunk in stream:
-                    size += len(chunk)
-                    if size > cap:
-                        raise self._too_large(method, url, f"more than {cap} bytes")
-                    chunks.append(chunk)
+                return resp, await read_capped(resp, cap)
             finally:
-                await stream.aclose()  # type: ignore[attr-defined]  # an async generator
-            return resp, b"".join(chunks)
-        finally:
-            if not resp.is_closed:  # a whole read closes it already (the common case)
-                with anyio.CancelScope(shield=True):
-                    await resp.aclose()
+                if not resp.is_closed:  # a whole read closes it already (the common case)
+                    with anyio.CancelScope(shield=True):
+                        await resp.aclose()
+        except AnswerTooLarge as exc:
+            raise self._too_large(method, url, exc.what) from None
 
     def _too_large(self, method: str, url: str, what: str) -> ResponseTooLargeError:
         return ResponseTooLargeError(
@@ -338,8 +387,8 @@ class ApiSession:
             started = anyio.current_time()
             err: TransportError | None = None
             try:
-                async with self.governor.http_slot():
-                    with anyio.CancelScope(shield=True) if shield_exchange else _NO_SCOPE:
+                async with self.governor.http_slot(kind, priority):
+                    with anyio.CancelScope(shield=shield_exchange):
                         if before_send is not None:
                             await before_send()
                         self.requests_sent[kind] = self.requests_sent.get(kind, 0) + 1
@@ -393,9 +442,9 @@ class ApiSession:
                 raise err from cause
             elapsed = anyio.current_time() - started
             status = resp.status_code
-            self._note_date(resp.headers.get("date"))
+            if kind != "query" or self.server_clock is None:  # creates matter (reconcile)
+                self._note_date(resp.headers.get("date"))
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
-            rid = resp.headers.get("x-request-id") or resp.headers.get("x-dashscope-request-id")
             if self._key_bytes and self._key_bytes in body:  # echoed back: never passed on
                 body = body.replace(self._key_bytes, b"***")
             if status == 200:
@@ -403,12 +452,20 @@ class ApiSession:
                     data = jsonlib.loads(body) if body else None
                 except (ValueError, RecursionError):  # a deeply nested body is malformed too
                     data = None
-                if isinstance(data, dict):
-                    rid = data.get("request_id", rid)
-                logger.debug(
-                    "%s %s -> %d request_id=%s %.0fms", method, path, status, rid, elapsed * 1000
-                )
+                if logger.isEnabledFor(logging.DEBUG):  # no header lookups for nothing
+                    rid = _header_request_id(resp)
+                    if isinstance(data, dict):
+                        rid = data.get("request_id", rid)
+                    logger.debug(
+                        "%s %s -> %d request_id=%s %.0fms",
+                        method,
+                        path,
+                        status,
+                        rid,
+                        elapsed * 1000,
+                    )
                 return resp, data
+            rid = _header_request_id(resp)
             code, message, body_rid = parse_error_body(body)
             # Server text: scrubbed before it reaches an error or a log line.
             code = self.scrub(code) if code else code

@@ -20,7 +20,8 @@ scheduler decides when each task is queried next:
   times this client has already observed (server ``end_time - scheduled_time``, free
   of clock skew): evenly across their range (``step`` of it apart), and closing in on
   its end in the tail of a batch, when nothing is queued behind and a late detection
-  delays the whole batch;
+  delays the whole batch (at most ``TAIL_TASKS`` tasks: with thousands running at
+  once, closing in on every end would multiply the queries);
 - every poll takes a token of the governor's query budget, ordered by due time, so
   an overdue poll goes first and the budget is never exceeded;
 - two waits on one task share its polls: the first waiter drives them, the others
@@ -136,6 +137,8 @@ class SchedulerStatistics:
     """Queued tasks scheduled as running from a finished task's end, without a query."""
 
 
+TAIL_TASKS: Final = 10
+"""At most this many open tasks count as the tail of a batch (polled more densely)."""
 SWEEP_EVERY: Final = 1000
 """Registrations between two sweeps of never-waited watches."""
 TASK_TTL_S: Final = 24 * 3600.0
@@ -604,8 +607,11 @@ class PollScheduler:
 
         slots = self._slots
         # Nothing queued behind the running tasks: a late detection now delays the end
-        # of the whole batch, not only this task's result, so poll more densely.
-        tail = len(self._open) <= slots
+        # of the whole batch, not only this task's result, so poll more densely. Only
+        # for a few tasks: with thousands running at once (quotas raised or off), the
+        # batch's end is one task's, and closing in on every task's end would multiply
+        # the queries of all of them.
+        tail = len(self._open) <= min(slots, TAIL_TASKS)
         if w.status is TaskStatus.RUNNING or w.started_local is not None:
             start = w.started_local if w.started_local is not None else now
             return clamp(self._running_delay(now - start, tail))

@@ -70,6 +70,16 @@ def parse_service_time(value: object) -> datetime | None:
     text = to_str(value)
     if not text:
         return None
+    n = len(text)
+    if (n == 19 or (n in (23, 26) and text[19] == ".")) and text[10] == " ":
+        # The service's exact shape (every answer of every poll): ``fromisoformat`` is
+        # about 20 times cheaper than ``strptime``. Anything else takes the slow path.
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            return parsed.replace(tzinfo=SERVICE_TZ)
     for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
             return datetime.strptime(text.strip(), fmt).replace(tzinfo=SERVICE_TZ)
