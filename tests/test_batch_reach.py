@@ -174,3 +174,34 @@ def test_summary_cost_is_what_was_billed_even_when_the_download_fails(
     )
     s = summarize(again, 0.1)
     assert s.earlier == 1 and s.estimated_cost_usd == 0
+
+
+def test_resume_names_videos_as_the_run_did(
+    client: WanClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """A keyed run names its videos ``{key}.mp4`` and records that in the journal; a
+    resume (without ``name=``) of an item whose download did not happen saves it under
+    the same name, never a second copy as ``{task_id}.mp4``."""
+    ref = tmp_path / "a.png"
+    ref.write_bytes(PNG)
+    out = tmp_path / "videos"
+    db = tmp_path / "j.db"
+    items = client.run_many(
+        {"alpha": req(ref, 1), "beta": req(ref, 2)}, journal=str(db), download_to=out
+    )
+    assert all(it.ok for it in items)
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.mp4", "beta.mp4"]
+    # As after a kill between the task's success and its download: file gone, record back.
+    (out / "beta.mp4").unlink()
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE submissions SET state = ?, download_path = NULL WHERE batch_key = 'beta'",
+            (SubmissionState.SUCCEEDED.value,),
+        )
+    conn.close()
+    again = client.resume(str(db), download_to=out)
+    assert all(it.ok for it in again)
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.mp4", "beta.mp4"]
+    assert emu.stats().tasks_created == 2

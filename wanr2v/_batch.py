@@ -93,6 +93,8 @@ DEFAULT_KEY_NAME = "{key}.mp4"
 DEFAULT_TASK_NAME = "{task_id}.mp4"
 """The file name of a batch item's video otherwise (a list: its keys are indexes)."""
 NAME_FIELDS = ("key", "task_id", "model")
+NAME_META = "name"
+"""Journal meta key: the file-name template of the batch's videos (resume uses it too)."""
 
 
 class BudgetExceededError(WanError):
@@ -342,6 +344,9 @@ class BatchRunner:
                     {str(key): req for key, req in pairs},
                     allow_duplicates=self.allow_duplicates,
                 )
+                if self.download_to is not None and self.name is not None:
+                    # What resume names the videos (a run's name wins over an older one).
+                    await self.journal.set_meta(NAME_META, self.name)
                 jobs = []
                 for key, req in pairs:
                     rec = await self.journal.add(SubmissionRecord.new(str(key), req))
@@ -361,6 +366,9 @@ class BatchRunner:
             raise ValueError("resume needs a journal.")
         out: list[BatchItem] = []
         async with self._owning_journal():
+            if self.name is None:  # the videos keep the names the run gave them
+                known = await self.journal.get_meta(NAME_META)
+                self.name = known if isinstance(known, str) else DEFAULT_TASK_NAME
             records = [await self._maybe_retry(r) for r in await self.journal.list()]
             await self._count_committed()
             jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]] = [

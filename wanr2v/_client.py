@@ -1135,13 +1135,15 @@ class AsyncWanClient:
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
         retry_failed: bool = False,
-        name: str = "{task_id}.mp4",
+        name: str | None = None,
         budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Finish a journaled batch after a crash: poll the tasks it knows, reconcile
         creates whose answer was lost (never re-sending one that exists), download.
 
-        ``retry_failed``, ``name`` and ``budget_usd`` as for :meth:`run_many`.
+        ``retry_failed``, ``name`` and ``budget_usd`` as for :meth:`run_many`; ``name``
+        defaults to the template the batch's run recorded in the journal (so a video is
+        never saved twice under two names), else ``{task_id}.mp4``.
         """
         runner = BatchRunner(
             self,

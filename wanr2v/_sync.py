@@ -526,7 +526,7 @@ class WanClient:
         download_to: str | os.PathLike[str] | None = None,
         on_cancel: CancelPolicy = "detach",
         retry_failed: bool = False,
-        name: str = "{task_id}.mp4",
+        name: str | None = None,
         budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Finish a journaled batch after a crash; see :meth:`AsyncWanClient.resume`."""
