@@ -266,3 +266,16 @@ def test_docs_build_strict(docs_build: subprocess.Popen[str] | None) -> None:
         pytest.skip("the docs extra (mkdocs-material, mkdocstrings[python]) is not installed")
     out, _ = docs_build.communicate(timeout=180)
     assert docs_build.returncode == 0, out
+
+
+def test_docstrings_hold_no_sphinx_roles() -> None:
+    """The API pages are rendered from docstrings as Markdown, where a Sphinx role
+    (``:class:`X```) shows literally: docstrings name things in backticks instead."""
+    role = re.compile(r":(?:py:)?(?:class|func|meth|attr|exc|data|mod|obj|const|ref):`")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "wanr2v").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if role.search(line)
+    ]
+    assert not found, f"Sphinx roles in docstrings: {found}"

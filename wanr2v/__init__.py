@@ -6,9 +6,9 @@ Layers, bottom up:
   ``_wire`` (the one cattrs converter: wire JSON <-> models);
 - ``_http``: one request path with auth, the safe-retry rule and error mapping
   (``_exceptions`` draws the error tree);
-- ``_limits``: the account :class:`Governor` that paces every call, and
-  ``_polling``: the one :class:`PollScheduler` shared by every ``wait``;
-- ``_client``: :class:`AsyncWanClient`, the verbs; ``_batch``: many tasks at once;
+- ``_limits``: the account `Governor` that paces every call, and
+  ``_polling``: the one `PollScheduler` shared by every ``wait``;
+- ``_client``: `AsyncWanClient`, the verbs; ``_batch``: many tasks at once;
   ``_files``: local uploads and result downloads; ``journal``: durable records;
 - ``testing``: the emulator of the DashScope task API, for your own tests too.
 """

@@ -5,7 +5,7 @@
     async with wanr2v.AioHttpClient() as http, AsyncWanClient(http_client=http) as client:
         ...
 
-:class:`AioHttpClient` is an ``httpx.AsyncClient`` whose transport is
+`AioHttpClient` is an ``httpx.AsyncClient`` whose transport is
 ``httpx-aiohttp``'s ``AiohttpTransport`` (the aiohttp option openai-python offers):
 requests, answers and errors keep httpx's types, so the rest of wanr2v does not know
 the difference, while the connection pool and the HTTP/1.1 parser are aiohttp's (C
@@ -26,7 +26,7 @@ Guarantees and limits:
   ``ConnectTimeout``, a server that dropped the connection mid-exchange too; here such
   a failure is ``httpx.ReadError`` (the request may have arrived), so a create is
   reconciled, never blindly re-sent.
-- Plain requests take a lean path: :meth:`AioHttpClient.request` with at most a
+- Plain requests take a lean path: `AioHttpClient.request` with at most a
   JSON body and headers, on a client without event hooks, auth, a base URL, proxy
   mounts or stored cookies, goes straight to the aiohttp session and builds the
   ``httpx.Response`` from the whole answer, skipping httpx's per-request client
@@ -330,7 +330,7 @@ class AioHttpClient(httpx.AsyncClient):
         self, method: str, url: httpx.URL | str, *, json: Any, headers: Any, max_bytes: int
     ) -> tuple[httpx.Response, bytes] | None:
         """A plain request straight on aiohttp, at most ``max_bytes`` of its answer read
-        (:class:`~wanr2v._lean.AnswerTooLarge` past it); ``None`` when this client has
+        (`AnswerTooLarge` past it); ``None`` when this client has
         something a plain request must go through."""
         session = self._lean_session()
         if session is None:

@@ -16,16 +16,16 @@ detaches the rest.
 With a journal, before anything is added or sent:
 
 * the runner takes the journal's lease when the store has one
-  (:class:`~wanr2v.journal.LeasedJournal`): a second runner on a live journal gets
-  :class:`~wanr2v.journal.JournalBusyError` naming the holder; the lease is renewed
+  (`LeasedJournal`): a second runner on a live journal gets
+  `JournalBusyError` naming the holder; the lease is renewed
   every few seconds and a runner that loses it (or whose file vanishes) stops the
   batch with that error;
 * the journal's accounts are checked: tasks made at a base URL with another key (by
   fingerprint), or unfinished tasks at a base URL this client has no key for, raise
-  :class:`~wanr2v.journal.JournalAccountError`;
+  `JournalAccountError`;
 * (``run`` / ``as_completed``) a changed request under a journaled key raises
-  :class:`~wanr2v.journal.JournalConflictError`, and the same request under two keys
-  :class:`~wanr2v.journal.DuplicateRequestError` unless ``allow_duplicates``.
+  `JournalConflictError`, and the same request under two keys
+  `DuplicateRequestError` unless ``allow_duplicates``.
 
 Each create is claimed compare-and-set right before it goes out (``NEW`` →
 ``SENDING`` only if still ``NEW``), so even two runners that got past the lease send
@@ -235,7 +235,7 @@ class BatchRunner:
 
     Args:
         client: the client (its governor and scheduler are shared by all items).
-        journal: a :class:`~wanr2v.journal.JournalStore`; every submission is recorded
+        journal: a `JournalStore`; every submission is recorded
             before its create is sent, so a crashed batch resumes without paying twice.
         download_to: a folder to save each video into as soon as it succeeds.
         fail_fast: cancel the rest at the first error.
@@ -250,7 +250,7 @@ class BatchRunner:
             default ``{key}.mp4`` for a mapping of requests, ``{task_id}.mp4`` otherwise.
         budget_usd: create no task whose estimated cost would take the batch over this
             many USD, counting what the journal's tasks already billed or may bill
-            (resumes too); such items end with :class:`BudgetExceededError`.
+            (resumes too); such items end with `BudgetExceededError`.
         allow_duplicates: let one request be journaled under several keys (several
             paid takes of it); refused by default.
     """

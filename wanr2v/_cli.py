@@ -219,7 +219,7 @@ class Output:
 
     @property
     def console(self) -> Any:
-        """A rich ``Console`` on stdout (only when :attr:`rich`)."""
+        """A rich ``Console`` on stdout (only when `rich`)."""
         if self._console is None:
             from rich.console import Console
 
@@ -322,8 +322,8 @@ _FINAL_KINDS: Final = frozenset({"succeeded", "failed", "canceled", "unknown"})
 class ProgressView:
     """Task progress: a rich bar on a terminal, one plain line per change otherwise.
 
-    Fed by the client's lifecycle events (:meth:`event`) and, when the caller has
-    them, by finished batch items (:meth:`item_done`). Silent in JSON mode.
+    Fed by the client's lifecycle events (`event`) and, when the caller has
+    them, by finished batch items (`item_done`). Silent in JSON mode.
 
     Args:
         out: the output.
@@ -2117,7 +2117,7 @@ class _Terminated(BaseException):
 
 async def _until_sigterm(handler: Callable[[Context], Awaitable[int]], ctx: Context) -> int:
     """Run ``handler``; SIGTERM cancels it as Ctrl-C would (cleanup and cancel policy
-    run, shielded), then raises :class:`_Terminated`."""
+    run, shielded), then raises `_Terminated`."""
     terminated = False
     code = EXIT_OK
     with collapsing_groups():

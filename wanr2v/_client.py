@@ -140,12 +140,12 @@ class AsyncWanClient:
         max_retries: retries of one safe request.
         http_client: your own ``httpx.AsyncClient`` (never closed by this client). Auth
             is added per request, so its default headers should carry no key.
-        limits: the account's :class:`Limits` (rates, tasks in flight, connections).
-        governor: a :class:`Governor` shared with other clients of the same account.
-        poll_policy: how :meth:`wait` spaces its queries.
+        limits: the account's `Limits` (rates, tasks in flight, connections).
+        governor: a `Governor` shared with other clients of the same account.
+        poll_policy: how `wait` spaces its queries.
         retry_policy: backoff of safe retries (``max_retries`` overrides its count).
         reconcile: when a create's answer is lost, look the task up before anything else
-            (default ``True``); see :meth:`async_call`.
+            (default ``True``); see `async_call`.
         reconcile_grace: seconds to let a lost create land before the lookup.
         reconcile_wait: seconds to wait for a candidate task to show its prompt.
         reconcile_settle: seconds on the service's clock (divided by
@@ -167,15 +167,15 @@ class AsyncWanClient:
             reconciliation wait are scaled to match (explicit ``limits`` and
             ``poll_policy`` are scaled too). The single switch for emulator users.
         max_response_bytes: cap of one API answer (decoded; default 4 MiB); a larger
-            one raises :class:`ResponseTooLargeError` without being read further.
+            one raises `ResponseTooLargeError` without being read further.
         max_video_bytes: cap of one downloaded video (default 1 GiB; ``None``: none); a
-            larger one raises :class:`DownloadError` and leaves no file.
+            larger one raises `DownloadError` and leaves no file.
         storage_uri: share the account's limits with every process naming the same
             store: ``"redis://host:port/db"`` (default ``WANR2V_STORAGE_URI``; unset:
             in-process only). Rates, task slots and 429 back-off are then shared per
             account (a fingerprint of the key) and region; Redis runs under asyncio
             only. Reached at ``async with`` (or the first call): unreachable there is a
-            :class:`SharedStorageError`; lost later, a warning and a ``1/N`` share.
+            `SharedStorageError`; lost later, a warning and a ``1/N`` share.
         local_files: whether local paths in ``reference_urls`` may be uploaded:
             ``True`` (default), ``False`` (a web backend: a path is refused before
             anything is sent), or a list of folders the files must be inside.
@@ -523,10 +523,10 @@ class AsyncWanClient:
     ) -> Task:
         """Create a task; return its handle (id, status, request id, where it lives).
 
-        Takes a :class:`VideoRequest` or its fields as keywords (``model``, ``prompt``,
+        Takes a `VideoRequest` or its fields as keywords (``model``, ``prompt``,
         ``reference_urls``, ``negative_prompt``, ``size``, ``duration``, ``shot_type``,
         ``audio``, ``watermark``, ``seed``, ``prompt_extend``, ``extra_input``,
-        ``extra_parameters``; see :class:`VideoRequest` for their limits). A misspelt
+        ``extra_parameters``; see `VideoRequest` for their limits). A misspelt
         keyword is a type error under ``mypy`` and a ``TypeError`` naming the closest
         valid one at run time.
 
@@ -536,7 +536,7 @@ class AsyncWanClient:
         client lists the account's tasks of that model, matches
         the unclaimed ones by prompt, and adopts a match; when the service provably has
         no such task it sends once more; otherwise it raises
-        :class:`SubmitOutcomeUnknownError` — never a blind duplicate.
+        `SubmitOutcomeUnknownError` — never a blind duplicate.
 
         ``region`` picks one of the configured regions (see ``regions``).
 
@@ -586,7 +586,7 @@ class AsyncWanClient:
         base_url: str | None = None,
         key: object = None,
     ) -> Task:
-        """Send a prepared create body with the safe-create rule (see :meth:`async_call`).
+        """Send a prepared create body with the safe-create rule (see `async_call`).
 
         Args:
             claimed: returns task ids already owned by other submissions (the journal's),
@@ -837,7 +837,7 @@ class AsyncWanClient:
 
         Deadlines belong to the caller: ``with anyio.fail_after(600): await
         client.wait(t)``. ``timeout=`` is a convenience that raises
-        :class:`WaitTimeoutError` (the task goes on, on the server).
+        `WaitTimeoutError` (the task goes on, on the server).
 
         Raises:
             TaskFailedError: FAILED (``code`` and ``message`` say why).
@@ -845,7 +845,7 @@ class AsyncWanClient:
             TaskNotFoundError: UNKNOWN (never existed here, or expired after 24 h).
 
         ``on_event`` is called (synchronously, from the poll scheduler) with each of
-        this task's :class:`TaskEvent` s while the wait lasts: a request handler
+        this task's `TaskEvent` s while the wait lasts: a request handler
         streams its own task's states without subscribing to the whole client.
         """
         task_id, base = self._ref(task)
@@ -896,15 +896,15 @@ class AsyncWanClient:
     ) -> TaskResult:
         """Create a task and wait for it, holding one of the governor's task slots.
 
-        Takes the keywords of :meth:`async_call` (or a :class:`VideoRequest`);
-        ``timeout`` bounds the wait (:class:`WaitTimeoutError`, the task goes on).
+        Takes the keywords of `async_call` (or a `VideoRequest`);
+        ``timeout`` bounds the wait (`WaitTimeoutError`, the task goes on).
         ``on_event`` gets this task's events only: ``created`` once its create is
-        answered, then each status change (see :meth:`wait`).
+        answered, then each status change (see `wait`).
 
         Raises:
             TaskFailedError: FAILED (``code`` and ``message`` say why).
             TaskCanceledError, TaskNotFoundError: the other bad ends.
-            InvalidRequestError, SubmitOutcomeUnknownError, APIError: as :meth:`async_call`.
+            InvalidRequestError, SubmitOutcomeUnknownError, APIError: as `async_call`.
         """
         req = _build_request(
             "call",
@@ -971,7 +971,7 @@ class AsyncWanClient:
             start_time, end_time: a window of at most 24 h (naive values mean UTC).
             model: ``model_name`` filter; ``status``: a status filter.
             max_pages: pages to fetch at most. A listing that would need more, or a
-                page the service repeats, raises :class:`APIError`
+                page the service repeats, raises `APIError`
                 (``code="MalformedResponse"``): a listing cut short must never pass
                 for a complete one (reconciliation relies on it).
         """
@@ -1055,10 +1055,10 @@ class AsyncWanClient:
         """Run many requests at once under the governor; outcomes in input order.
 
         ``requests`` is a list (keys are indexes) or a mapping (keys are yours) of
-        :class:`VideoRequest` or field dicts. Each outcome holds a result or an error;
+        `VideoRequest` or field dicts. Each outcome holds a result or an error;
         one failure does not cancel the rest unless ``fail_fast``. Never more than
         ``Limits.max_in_flight`` tasks are in flight. With a ``journal``, every
-        submission is recorded before its create is sent (see :meth:`resume`).
+        submission is recorded before its create is sent (see `resume`).
 
         Args:
             on_cancel: when your scope is cancelled, ``"detach"`` leaves remote tasks
@@ -1073,11 +1073,11 @@ class AsyncWanClient:
                 requests, ``{task_id}.mp4`` for a list.
             budget_usd: a spending cap: no task is created whose estimated cost would
                 take the batch (what the journal's tasks billed or may bill included)
-                over it; those items end with :class:`BudgetExceededError`.
+                over it; those items end with `BudgetExceededError`.
             allow_duplicates: with a ``journal``, let one request be recorded (and
                 paid) under several keys; by default that raises
-                :class:`~wanr2v.journal.DuplicateRequestError`, and a changed request
-                under a known key raises :class:`~wanr2v.journal.JournalConflictError`
+                `DuplicateRequestError`, and a changed request
+                under a known key raises `JournalConflictError`
                 (both before anything is sent).
         """
         runner = BatchRunner(
@@ -1108,7 +1108,7 @@ class AsyncWanClient:
         budget_usd: float | None = None,
         allow_duplicates: bool = False,
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
-        """Like :meth:`run_many`, yielding each outcome as it completes::
+        """Like `run_many`, yielding each outcome as it completes::
 
         async with client.as_completed(requests) as results:
             async for item in results:
@@ -1141,7 +1141,7 @@ class AsyncWanClient:
         """Finish a journaled batch after a crash: poll the tasks it knows, reconcile
         creates whose answer was lost (never re-sending one that exists), download.
 
-        ``retry_failed``, ``name`` and ``budget_usd`` as for :meth:`run_many`; ``name``
+        ``retry_failed``, ``name`` and ``budget_usd`` as for `run_many`; ``name``
         defaults to the template the batch's run recorded in the journal (so a video is
         never saved twice under two names), else ``{task_id}.mp4``.
         """
@@ -1257,8 +1257,8 @@ class AsyncWanClient:
                     sink.write(chunk)
 
         A dropped connection resumes with ``Range`` and an expired URL is refreshed, as
-        for :meth:`download`; a host that forces a restart after bytes were handed out
-        raises :class:`DownloadError` (they cannot be taken back).
+        for `download`; a host that forces a restart after bytes were handed out
+        raises `DownloadError` (they cannot be taken back).
         """
         return self._stream_video(task)
 

@@ -8,8 +8,8 @@ Every environment variable wanr2v reads is named here (see docs/configuration.md
 - ``DASHSCOPE_REGION``: the default region when none is passed.
 
 What is passed explicitly wins over the environment; a contradiction that cannot be
-settled (a region and a URL of another region) raises :class:`ConfigurationError`
-naming both (see :func:`resolve_base_url`).
+settled (a region and a URL of another region) raises `ConfigurationError`
+naming both (see `resolve_base_url`).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def demo_requests(assets: dict[str, Path]) -> dict[str, VideoRequest]:
     """The demo batch (5 tasks): both models, local files and URLs, some silent.
 
     Args:
-        assets: what :func:`write_assets` returned.
+        assets: what `write_assets` returned.
     """
     local = {name: str(path) for name, path in assets.items()}
     return {
@@ -259,7 +259,7 @@ async def run_demo(
         base_url: an emulator already running elsewhere (``wanr2v emulator``); default:
             one started here, on loopback, for the duration of the demo.
         api_key: the key for ``base_url`` (the built-in emulator needs none).
-        time_scale: emulator seconds per real second (default :data:`DEMO_TIME_SCALE`
+        time_scale: emulator seconds per real second (default `DEMO_TIME_SCALE`
             for the built-in emulator, 1 for another).
     """
     async with contextlib.AsyncExitStack() as stack:

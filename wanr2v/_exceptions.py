@@ -34,16 +34,16 @@
 
 Every attribute a class documents is declared on it with its type and set by its
 constructor: an exception is built whole, never patched afterwards (use
-:meth:`SubmitOutcomeUnknownError.evolve` for a richer copy). Every API error carries
+`SubmitOutcomeUnknownError.evolve` for a richer copy). Every API error carries
 ``status_code``, ``code``, ``message`` and ``request_id``; every task error carries
-``task_id``. Map an answer to a class with :func:`error_for`.
+``task_id``. Map an answer to a class with `error_for`.
 
 Text that came from the server (an error's ``message`` and ``code``) is scrubbed of
-the API key before an error is built (:func:`scrub`): a server that echoes the
+the API key before an error is built (`scrub`): a server that echoes the
 request's ``Authorization`` header cannot put the key into an exception, a log line,
 a journal or the CLI's output.
 
-Where several errors happen at once (a task group), :func:`collapse_group` raises the
+Where several errors happen at once (a task group), `collapse_group` raises the
 first meaningful one, with the others listed in its ``__notes__``: no
 ``ExceptionGroup`` reaches a user of the public API.
 """
@@ -180,7 +180,7 @@ class ConnectError(TransportError):
 
 class RequestTimeoutError(TransportError, builtins.TimeoutError):
     """No whole answer within the request's deadline (``timeout``), however the server
-    dribbled it. Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches
+    dribbled it. Also a builtin `TimeoutError`, so ``except TimeoutError`` catches
     it. (Formerly ``wanr2v.TimeoutError``, which shadowed the builtin.)"""
 
 
@@ -394,7 +394,7 @@ class TaskError(WanError):
         status: its final status (``"FAILED"``, ``"CANCELED"``, ``"UNKNOWN"``).
         code: the task's error code, for a FAILED task.
         request_id: the request id of the answer that showed the status.
-        result: the last :class:`~wanr2v.TaskResult` seen, when there is one.
+        result: the last `TaskResult` seen, when there is one.
     """
 
     task_id: str
@@ -495,7 +495,7 @@ per-minute allocation (clears: retried) and a free or hourly allocation used up
 
 def is_quota_exhausted(code: str | None, message: str | None) -> bool:
     """Whether a 429 says something that waiting does not clear (see
-    :data:`QUOTA_EXHAUSTED_CODES`): such a 429 is raised at once, never retried."""
+    `QUOTA_EXHAUSTED_CODES`): such a 429 is raised at once, never retried."""
     if code in QUOTA_EXHAUSTED_CODES:
         return True
     return bool(message) and _EXHAUSTED_MESSAGE.search(message or "") is not None
@@ -593,7 +593,7 @@ def _rank(exc: BaseException) -> int:
 
 def first_meaningful(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The error of ``group`` a caller should see: a ``KeyboardInterrupt``, else the
-    first :class:`SubmitOutcomeUnknownError`, else the first :class:`WanError`, else
+    first `SubmitOutcomeUnknownError`, else the first `WanError`, else
     the first other ``Exception``; ``None`` when the group holds only cancellations."""
     best: BaseException | None = None
     for leaf in _leaves(group):
@@ -628,7 +628,7 @@ def collapse_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
 @contextmanager
 def collapsing_groups() -> Iterator[None]:
     """Raise the first meaningful error of an ``ExceptionGroup`` escaping the block
-    instead of the group (see :func:`collapse_group`); its own cause is kept."""
+    instead of the group (see `collapse_group`); its own cause is kept."""
     try:
         yield
     except BaseExceptionGroup as group:

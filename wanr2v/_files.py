@@ -242,7 +242,7 @@ def _sha256_file(path: Path, chunk_size: int) -> str:
 
 @attrs.frozen(kw_only=True)
 class UploaderStatistics:
-    """What an :class:`Uploader` has done so far.
+    """What an `Uploader` has done so far.
 
     Attributes:
         uploads: files sent to the upload host.
@@ -684,7 +684,7 @@ class Uploader:
 
     @staticmethod
     def _host_error(response: httpx.Response) -> WanError:
-        """An :class:`APIError` from the upload host's (XML) error answer."""
+        """An `APIError` from the upload host's (XML) error answer."""
         text = response.content[:4000].decode("utf-8", "replace")
 
         def tag(name: str) -> str | None:
@@ -705,7 +705,7 @@ class Uploader:
 
 @attrs.frozen(kw_only=True)
 class DownloaderStatistics:
-    """What a :class:`Downloader` has done so far.
+    """What a `Downloader` has done so far.
 
     Attributes:
         downloads_in_flight: downloads holding a slot now.
@@ -750,7 +750,7 @@ class Downloader:
         chunk_size: bytes gathered before one write to disk.
         fsync: flush the file to stable storage before the rename.
         max_bytes: cap of one video (``None``: none). A host announcing more, or
-            sending more, gets :class:`DownloadError` at once (not retried), and the
+            sending more, gets `DownloadError` at once (not retried), and the
             partial file is removed: an endless body cannot fill the disk.
     """
 
@@ -837,7 +837,7 @@ class Downloader:
     ) -> int:
         """Write ``result``'s video into a binary file-like object; return the bytes written.
 
-        Same retries as :meth:`download`; the object is neither flushed nor closed. A
+        Same retries as `download`; the object is neither flushed nor closed. A
         restart from byte 0 (a host ignoring ``Range``) seeks back to where it started.
         """
         async with self._limiter:

@@ -5,25 +5,25 @@ money: a query, list or cancel may be sent again; a create only when the service
 provably made nothing (no connection, or a 429 / 503 answer). A create whose
 answer was lost raises with ``maybe_sent=True`` and the caller reconciles. A 429
 that waiting does not clear (a quota used up, an account in arrears:
-:func:`~wanr2v._exceptions.is_quota_exhausted`) is raised at once, never retried.
+`is_quota_exhausted`) is raised at once, never retried.
 
 Bounds that hold whatever the server does (guarantees, not hopes):
 
 - **Time.** One exchange (connect, send, read the whole answer) gets one deadline,
   ``deadline`` seconds (the client's ``timeout``), however slowly the answer
-  dribbles in; past it, :class:`~wanr2v.RequestTimeoutError` (``maybe_sent=True``).
+  dribbles in; past it, `RequestTimeoutError` (``maybe_sent=True``).
   A shielded create is bounded the same way: a caller's cancellation waits at most
   that long, then the create's outcome is unknown and is reconciled. A call with
   retries takes at most ``(max_retries + 1) x deadline`` plus the backoffs.
 - **Memory.** An answer is read up to ``max_response_bytes`` (default 4 MiB, after
-  decompression) and no further: :class:`~wanr2v.ResponseTooLargeError`. When the
+  decompression) and no further: `ResponseTooLargeError`. When the
   server states a ``Content-Length`` (and no compression) the cap is checked before
   reading; otherwise the bytes are counted as they arrive.
 - **Secrets.** Server text that an error or a log line is built from is scrubbed of
   the key (and of any ``Bearer`` token) first, so a server echoing the request's
   headers cannot leak the key through an exception.
 - **Paths.** A task id goes into a URL as one escaped path segment
-  (:func:`task_segment`); ``..`` or a ``/`` never reach another path.
+  (`task_segment`); ``..`` or a ``/`` never reach another path.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The http client an ``AsyncWanClient`` makes for itself: httpx, minus per-request layers.
 
-:class:`LeanAsyncClient` is an ``httpx.AsyncClient`` whose :meth:`~LeanAsyncClient.request`
+`LeanAsyncClient` is an ``httpx.AsyncClient`` whose `request`
 sends a plain request (at most a JSON body and headers, on a client without event
 hooks, auth, a base URL, proxy mounts or stored cookies: every API call wanr2v makes)
 straight to its transport: the ``httpx.Request`` is built directly, and httpx's
@@ -157,7 +157,7 @@ class LeanAsyncClient(httpx.AsyncClient):
     async def lean_exchange(
         self, method: str, url: httpx.URL | str, *, json: Any, headers: Any, max_bytes: int
     ) -> tuple[httpx.Response, bytes] | None:
-        """A plain request on the lean path, its body read with :func:`read_capped`;
+        """A plain request on the lean path, its body read with `read_capped`;
         ``None`` when this client has something a plain request must go through."""
         if not lean_ok(self):
             return None

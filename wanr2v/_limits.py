@@ -2,7 +2,7 @@
 
 The service counts per account, region and model: 5 creates/s, 20 queries/s, 20
 lists/s, 20 cancels/s, 100 upload policies/s, 5 tasks processed at once. The
-:class:`Governor` keeps a client (or several clients of one account in a process,
+`Governor` keeps a client (or several clients of one account in a process,
 sharing one governor) under those limits, so that a batch fired at once meets no
 429 storm:
 
@@ -156,7 +156,7 @@ class RateStatistics:
 
 @attrs.frozen(kw_only=True)
 class GovernorStatistics:
-    """A snapshot of a :class:`Governor`."""
+    """A snapshot of a `Governor`."""
 
     rates: dict[str, RateStatistics]
     http_in_flight: int
@@ -217,7 +217,7 @@ class _Grant:
 class _PrioritySlots:
     """``n`` slots granted lowest ``(rank, priority, arrival)`` first.
 
-    Uncontended, :meth:`acquire` takes a free slot synchronously (like anyio's
+    Uncontended, `acquire` takes a free slot synchronously (like anyio's
     ``Semaphore(fast_acquire=True)``); a slot freed while others wait is handed to the
     most urgent waiter directly, so a newcomer can never overtake it.
     """
@@ -418,7 +418,7 @@ class Governor:
     it to each client (``AsyncWanClient(governor=g)``): they then split its budgets.
 
     Args:
-        limits: the :class:`Limits` to respect.
+        limits: the `Limits` to respect.
         clock: a monotonic clock in seconds (tests inject a virtual one); defaults to
             ``anyio.current_time``.
     """

@@ -18,12 +18,12 @@ How, and what it costs:
 
 - Videos are read by a small parser of the ISO-BMFF boxes written here: it seeks from
   box header to box header and reads only the ``moov`` box (the movie header, a few
-  kilobytes for a short clip; at most :data:`MAX_MOOV_BYTES`), never the media data.
+  kilobytes for a short clip; at most `MAX_MOOV_BYTES`), never the media data.
   It needs nothing outside the standard library, so video checks always run.
 - Images are opened with Pillow, which reads the header only (for WebP it reads the file,
   at most 10 MB by then). Pillow is the optional extra ``wanr2v[media]``; without it,
   image checks are skipped with a debug log on the ``wanr2v`` logger.
-- :func:`check_local_file` probes in a worker thread: the event loop never blocks.
+- `check_local_file` probes in a worker thread: the event loop never blocks.
 
 Limits of the method, stated honestly:
 

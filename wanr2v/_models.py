@@ -213,7 +213,7 @@ class VideoRequest:
     ``TypeError`` naming the closest valid one at run time.
 
     Args:
-        model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"`` (typed as :data:`ModelName`;
+        model: ``"wan2.6-r2v-flash"`` or ``"wan2.6-r2v"`` (typed as `ModelName`;
             another name is accepted for models the vendor adds later).
         prompt: up to 1500 characters; name the subjects ``character1`` … ``character5``
             in the order of ``reference_urls``. A longer prompt is refused here: the
@@ -261,7 +261,7 @@ class VideoRequest:
         self.validate()
 
     def validate(self) -> None:
-        """Check every documented limit; raise :class:`InvalidRequestError` on the first."""
+        """Check every documented limit; raise `InvalidRequestError` on the first."""
         from ._config import MODELS
 
         def bad(field: str, msg: str) -> InvalidRequestError:

@@ -123,7 +123,7 @@ class PollPolicy:
 
 @attrs.frozen(kw_only=True)
 class SchedulerStatistics:
-    """A snapshot of a :class:`PollScheduler`."""
+    """A snapshot of a `PollScheduler`."""
 
     watched: int
     pending: int
@@ -235,7 +235,7 @@ class PollScheduler:
 
     Args:
         query: performs one query (the client routes it to the task's own region).
-        policy: the :class:`PollPolicy`.
+        policy: the `PollPolicy`.
         running_slots: tasks the account runs at once (to predict queue starts).
         on_status: called with each result whose status changed (lifecycle events).
     """

@@ -31,7 +31,7 @@ docs/errors.md):
   nothing is never proof; the list is asked again once the settle period is over.
   Only then is the create sent once more.
 - **Anything else** (several matches, a prompt never shown, a candidate that stays
-  UNKNOWN, an incomplete or failed listing): :class:`SubmitOutcomeUnknownError` with
+  UNKNOWN, an incomplete or failed listing): `SubmitOutcomeUnknownError` with
   the candidates; nothing is sent.
 
 What it cannot see: a create that commits, or shows in the list, later than

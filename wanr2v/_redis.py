@@ -1,4 +1,4 @@
-"""The Redis backend of :class:`~wanr2v._storage.SharedBudget`: one account's limits
+"""The Redis backend of `SharedBudget`: one account's limits
 shared by every process that names the same Redis.
 
 Guarantees:
@@ -17,7 +17,7 @@ Guarantees:
   waiting on one task send about one query per interval, not N.
 - **429s** set a fleet-wide pause of that kind (``Retry-After``, else one interval)
   and halve its rate for 10 s.
-- **Redis unreachable at start**: :class:`~wanr2v._storage.SharedStorageError`.
+- **Redis unreachable at start**: `SharedStorageError`.
   **Lost mid-run**: a warning, and each process falls back to ``0.8/N`` of each rate
   and of the task slots, ``N`` being the number of live processes Redis last
   reported, so the fleet stays under the quota without Redis (never a 429 storm).
@@ -142,7 +142,7 @@ Returns ``{live processes, leases that had expired}``."""
 
 
 def require_asyncio(what: str) -> None:
-    """Raise :class:`SharedStorageError` unless running under asyncio."""
+    """Raise `SharedStorageError` unless running under asyncio."""
     import sniffio
 
     try:
@@ -239,7 +239,7 @@ class _PriorityGate:
 
 
 class RedisBudget:
-    """A :class:`~wanr2v._storage.SharedBudget` in Redis for one account and region.
+    """A `SharedBudget` in Redis for one account and region.
 
     Args:
         uri: ``redis://host:port/db``.

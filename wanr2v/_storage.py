@@ -1,18 +1,18 @@
 """Where a governor's shared state lives: in this process (the default) or in Redis.
 
 The account's limits (5 creates/s, 20 queries/s, 5 tasks running, per region) belong
-to the account, not to a process. A :class:`~wanr2v.Governor` keeps one process under
+to the account, not to a process. A `Governor` keeps one process under
 them on its own; several processes of one account (``uvicorn --workers 4``, a queue
-of workers on several machines) share them through a :class:`SharedBudget`:
+of workers on several machines) share them through a `SharedBudget`:
 
 - the rate budget of each kind of call, decided atomically by the store;
 - the task slots (tasks in flight), as leases that a live process renews;
 - the back-off after a 429 (one worker's 429 slows the whole fleet).
 
 Without ``storage_uri`` nothing is shared: the governor's in-process buckets and
-semaphores are the whole story (:func:`open_storage` returns ``None``). With
+semaphores are the whole story (`open_storage` returns ``None``). With
 ``storage_uri="redis://host:port/db"`` (or ``WANR2V_STORAGE_URI``), the budgets live in
-Redis (:mod:`wanr2v._redis`), keyed by account (a fingerprint of the API key, never
+Redis (`wanr2v._redis`), keyed by account (a fingerprint of the API key, never
 the key) and region.
 
 This module holds the protocol, the errors and the URI parsing; it imports no Redis
@@ -62,7 +62,7 @@ class SharedBudget(Protocol):
     """
 
     async def start(self) -> None:
-        """Reach the store (a clear :class:`SharedStorageError` if it cannot) and start
+        """Reach the store (a clear `SharedStorageError` if it cannot) and start
         renewing this process's leases. Called before the first use; idempotent."""
         ...
 
@@ -185,7 +185,7 @@ def open_storage(
 ) -> SharedBudget | None:
     """A shared budget for one account and region at ``uri`` (``None``: in-process).
 
-    Nothing is contacted here: :meth:`SharedBudget.start` reaches the store.
+    Nothing is contacted here: `SharedBudget.start` reaches the store.
 
     Raises:
         ConfigurationError: an unsupported URI, or the ``redis`` extra is missing.

@@ -1,8 +1,8 @@
 """WanClient: the blocking client, for scripts and notebooks.
 
-The same verbs as :class:`~wanr2v.AsyncWanClient`, the same typed models and errors,
+The same verbs as `AsyncWanClient`, the same typed models and errors,
 without ``async``. Each ``WanClient`` runs one event loop of its own in one thread
-(anyio's blocking portal) and an :class:`AsyncWanClient` inside it; every method
+(anyio's blocking portal) and an `AsyncWanClient` inside it; every method
 hands its work to that loop and blocks until it is done.
 
 Guarantees and limits:
@@ -15,7 +15,7 @@ Guarantees and limits:
   connection pool (the account's limits hold across them).
 - Close it (``with WanClient() as client:`` or ``client.close()``); a client left
   open is closed when it is garbage collected or at interpreter exit.
-- Callbacks given to :meth:`subscribe` run in the client's loop thread: keep them
+- Callbacks given to `subscribe` run in the client's loop thread: keep them
   short and thread-safe.
 - Ctrl-C while a method blocks raises ``KeyboardInterrupt`` in the calling thread;
   the work in the loop thread is cancelled (a create already sent is seen through to
@@ -98,7 +98,7 @@ async def _journal(
 
 
 class WanClient:
-    """A blocking client for Wan 2.6 reference-to-video, beside :class:`AsyncWanClient`.
+    """A blocking client for Wan 2.6 reference-to-video, beside `AsyncWanClient`.
 
     Example::
 
@@ -113,12 +113,12 @@ class WanClient:
             )
             print(client.download(result, "videos/"))
 
-    Takes the arguments of :class:`AsyncWanClient` (except ``http_client``) and offers
-    the same verbs, blocking: :meth:`call`, :meth:`async_call` (create only),
-    :meth:`fetch`, :meth:`wait`, :meth:`cancel`, :meth:`list_tasks`, :meth:`download`,
-    :meth:`upload`, :meth:`iter_video`, :meth:`run_many`, :meth:`resume`, ... They
+    Takes the arguments of `AsyncWanClient` (except ``http_client``) and offers
+    the same verbs, blocking: `call`, `async_call` (create only),
+    `fetch`, `wait`, `cancel`, `list_tasks`, `download`,
+    `upload`, `iter_video`, `run_many`, `resume`, ... They
     return the same models and raise the same errors. ``client.aio`` is the
-    :class:`AsyncWanClient` inside, for what only the async world offers.
+    `AsyncWanClient` inside, for what only the async world offers.
     """
 
     @keyword_hints
@@ -205,7 +205,7 @@ class WanClient:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether `close` was called."""
         return not self._finalizer.alive
 
     def __repr__(self) -> str:
@@ -213,7 +213,7 @@ class WanClient:
 
     @property
     def aio(self) -> AsyncWanClient:
-        """The :class:`AsyncWanClient` inside (use it only from its own loop thread)."""
+        """The `AsyncWanClient` inside (use it only from its own loop thread)."""
         return self._aio
 
     @property
@@ -240,7 +240,7 @@ class WanClient:
 
     def with_options(self, *, timeout: float | None = None, max_retries: int | None = None) -> Self:
         """This client with another request timeout or retry count, for one call (see
-        :meth:`AsyncWanClient.with_options`); the copy needs no closing."""
+        `AsyncWanClient.with_options`); the copy needs no closing."""
         clone = self._aio.with_options(timeout=timeout, max_retries=max_retries)
         return type(self)._wrapping(self._portal, clone, self)
 
@@ -268,7 +268,7 @@ class WanClient:
         region: str | None = None,
     ) -> Task:
         """Create a task and return its handle at once (the vendor's name for it);
-        see :meth:`AsyncWanClient.async_call`."""
+        see `AsyncWanClient.async_call`."""
 
         async def go() -> Task:
             return await self._aio.async_call(
@@ -313,7 +313,7 @@ class WanClient:
         timeout: float | None = None,
         region: str | None = None,
     ) -> TaskResult:
-        """Create a task and wait for it; see :meth:`AsyncWanClient.call`.
+        """Create a task and wait for it; see `AsyncWanClient.call`.
 
         Raises:
             TaskFailedError, TaskCanceledError, TaskNotFoundError: a bad end.
@@ -346,7 +346,7 @@ class WanClient:
     # --- query --------------------------------------------------------------------------
 
     def task(self, task_id: str, *, region: str | None = None) -> Task:
-        """A handle for a task id known from elsewhere; see :meth:`AsyncWanClient.task`."""
+        """A handle for a task id known from elsewhere; see `AsyncWanClient.task`."""
         return self._aio.task(task_id, region=region)
 
     def fetch(self, task: TaskLike) -> TaskResult:
@@ -356,7 +356,7 @@ class WanClient:
     def wait(
         self, task: TaskLike, *, timeout: float | None = None, raise_on_failure: bool = True
     ) -> TaskResult:
-        """Block until the task is final; see :meth:`AsyncWanClient.wait`."""
+        """Block until the task is final; see `AsyncWanClient.wait`."""
 
         async def go() -> TaskResult:
             return await self._aio.wait(task, timeout=timeout, raise_on_failure=raise_on_failure)
@@ -437,7 +437,7 @@ class WanClient:
     def download(self, task: TaskLike, dest: str | os.PathLike[str] | BinaryIO = ".") -> Path | int:
         """Save a succeeded task's video: to a folder (``{task_id}.mp4``), a file name
         (``my-video.mp4``) or a binary file object (returns the bytes written); see
-        :meth:`AsyncWanClient.download`."""
+        `AsyncWanClient.download`."""
 
         async def go() -> Path | int:
             return await self._aio.download(task, dest)
@@ -499,9 +499,9 @@ class WanClient:
         budget_usd: float | None = None,
     ) -> list[BatchItem]:
         """Run many requests at once; outcomes in input order (see
-        :meth:`AsyncWanClient.run_many`: journals, ``retry_failed``, file ``name``
+        `AsyncWanClient.run_many`: journals, ``retry_failed``, file ``name``
         templates, ``budget_usd``). ``journal`` may be a path: a
-        :class:`~wanr2v.journal.SQLiteJournal` there is opened for the call and closed."""
+        `SQLiteJournal` there is opened for the call and closed."""
 
         async def go() -> list[BatchItem]:
             async with _journal(journal) as store:
@@ -529,7 +529,7 @@ class WanClient:
         name: str | None = None,
         budget_usd: float | None = None,
     ) -> list[BatchItem]:
-        """Finish a journaled batch after a crash; see :meth:`AsyncWanClient.resume`."""
+        """Finish a journaled batch after a crash; see `AsyncWanClient.resume`."""
 
         async def go() -> list[BatchItem]:
             async with _journal(journal) as store:

@@ -3,7 +3,7 @@
 Parsing is lenient, as the service adds fields and is loose with types: unknown keys
 are kept in ``extra``, numbers may come as int, float or string, an unknown status
 becomes ``TaskStatus.UNRECOGNIZED``, and a malformed answer raises a
-:class:`~wanr2v.APIError`-family error, never a ``KeyError`` or ``TypeError``.
+`APIError`-family error, never a ``KeyError`` or ``TypeError``.
 """
 
 from __future__ import annotations

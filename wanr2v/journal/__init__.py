@@ -1,7 +1,7 @@
 """Durable records of batch submissions, so a crashed batch resumes without paying twice.
 
-The client and the batch runner talk to a :class:`JournalStore`; :class:`SQLiteJournal`
-(one local file, WAL mode) is the store for one machine; :class:`RedisJournal` is shared
+The client and the batch runner talk to a `JournalStore`; `SQLiteJournal`
+(one local file, WAL mode) is the store for one machine; `RedisJournal` is shared
 by a fleet of workers (any of them can resume another's batch). Another store
 (Postgres) only has to implement the protocol.
 """

@@ -3,7 +3,7 @@
 A batch records each submission **before** its create is sent, then its task id,
 status, result URL and download path, so that a resume after any crash polls the
 tasks it knows, reconciles the ambiguous ones and never pays twice. The client and
-the batch runner talk to a :class:`JournalStore`; :class:`~wanr2v.journal.SQLiteJournal`
+the batch runner talk to a `JournalStore`; `SQLiteJournal`
 is the one shipped, and a Postgres or Redis store only has to implement the protocol.
 
 The life of a submission::
@@ -312,17 +312,17 @@ class SubmissionRecord:
 
     JSON-valued fields (``request``, ``body``, ``result``) hold plain dicts of JSON
     values; a store rejects anything ``json`` cannot encode. Build a fresh record with
-    :meth:`new`; change a stored one only through :meth:`JournalStore.update`.
+    `new`; change a stored one only through `JournalStore.update`.
 
     Attributes:
         submission_id: client-side id (a UUID string), stable across resumes.
         batch_key: the caller's key for the item (a line number, a user id); unique
             within a journal.
-        request: the :class:`~wanr2v.VideoRequest` fields (see :func:`request_to_dict`).
+        request: the `VideoRequest` fields (see `request_to_dict`).
         fingerprint: hash of model + input + parameters of the body sent, once known.
         body: the wire body actually sent (references already uploaded), ``None``
             until a create is sent.
-        state: see :class:`SubmissionState`.
+        state: see `SubmissionState`.
         task_id: the service's task id, once known.
         base_url: where the task lives (``fetch``/``cancel`` must go there).
         region: the region name of ``base_url``.
@@ -330,7 +330,7 @@ class SubmissionRecord:
         sent_at: UNIX time the last create was sent (the reconciliation window).
         status: the task's raw status string as last seen.
         video_url: the result URL (valid 24 h after the task ends).
-        result: the last :class:`~wanr2v.TaskResult`'s essentials (:func:`result_to_dict`).
+        result: the last `TaskResult`'s essentials (`result_to_dict`).
         download_path: where the video was saved.
         error_type: class name of the error that ended or stalled the submission.
         error_code: its service code, if any.
@@ -373,8 +373,8 @@ class SubmissionRecord:
 
         Args:
             batch_key: the caller's key for the item.
-            request: the request, or its fields as :func:`request_to_dict` gives them.
-            **fields: any other :class:`SubmissionRecord` field (e.g. ``base_url``).
+            request: the request, or its fields as `request_to_dict` gives them.
+            **fields: any other `SubmissionRecord` field (e.g. ``base_url``).
                 ``model`` defaults to the request's.
         """
         req = request_to_dict(request) if isinstance(request, VideoRequest) else dict(request)
@@ -386,7 +386,7 @@ class SubmissionRecord:
         return cls(batch_key=batch_key, request=req, **fields)
 
     def video_request(self) -> VideoRequest:
-        """The :class:`~wanr2v.VideoRequest` rebuilt (and re-validated) from ``request``."""
+        """The `VideoRequest` rebuilt (and re-validated) from ``request``."""
         return request_from_dict(self.request)
 
     @property
@@ -423,7 +423,7 @@ def request_to_dict(request: VideoRequest) -> dict[str, Any]:
 
 
 def request_from_dict(data: Mapping[str, Any]) -> VideoRequest:
-    """Rebuild a :class:`~wanr2v.VideoRequest` from :func:`request_to_dict`'s output.
+    """Rebuild a `VideoRequest` from `request_to_dict`'s output.
 
     Raises:
         InvalidRequestError: the fields no longer make a valid request.
@@ -433,7 +433,7 @@ def request_from_dict(data: Mapping[str, Any]) -> VideoRequest:
 
 
 def result_to_dict(result: TaskResult) -> dict[str, Any]:
-    """A :class:`~wanr2v.TaskResult`'s essentials as JSON values (times as ISO 8601)."""
+    """A `TaskResult`'s essentials as JSON values (times as ISO 8601)."""
     out: dict[str, Any] = {
         "task_id": result.task_id,
         "status": result.status.value,
@@ -574,7 +574,7 @@ async def check_requests(
 
 @runtime_checkable
 class JournalStore(Protocol):
-    """A durable store of :class:`SubmissionRecord` s and batch metadata.
+    """A durable store of `SubmissionRecord` s and batch metadata.
 
     Every method is safe to call from many tasks at once; each write is atomic and
     durable when it returns (a record added before a create is sent survives a crash
@@ -619,7 +619,7 @@ class JournalStore(Protocol):
             expect_state: if given, write only if the record is in this state (or one
                 of these states): a compare-and-set, so that of two runners only one
                 moves ``NEW`` to ``SENDING``.
-            **changes: field names of :data:`UPDATABLE_FIELDS` and their new values.
+            **changes: field names of `UPDATABLE_FIELDS` and their new values.
 
         Returns:
             The record as stored after the change.
@@ -678,7 +678,7 @@ class LeasedJournal(Protocol):
 
     The batch runner takes the lease before it adds or sends anything, renews it every
     few seconds, and releases it at the end. While a lease is held, every write of the
-    holder is fenced: it fails with :class:`JournalBusyError` once another process has
+    holder is fenced: it fails with `JournalBusyError` once another process has
     taken the lease over, so a runner that was paused past its lease sends nothing more.
     A store without leases still gets compare-and-set claims (``update(...,
     expect_state=NEW)``), so no submission is sent twice even then.

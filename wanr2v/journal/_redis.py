@@ -3,7 +3,7 @@
 Any worker can ``resume`` (or adopt) another worker's submissions: the records live in
 Redis under ``wanr2v:journal:{name}:``, not in one machine's file.
 
-Guarantees, the same as :class:`~wanr2v.journal.SQLiteJournal`'s:
+Guarantees, the same as `SQLiteJournal`'s:
 
 - every write is one atomic step in Redis (a Lua script), acknowledged before the call
   returns; ``update(expect_state=...)`` is a compare-and-set of the record's state
@@ -108,7 +108,7 @@ def _states(
 
 
 class RedisJournal:
-    """A :class:`~wanr2v.journal.JournalStore` in Redis, shared by a fleet of workers.
+    """A `JournalStore` in Redis, shared by a fleet of workers.
 
     Example::
 
@@ -157,7 +157,7 @@ class RedisJournal:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
+        """Whether `aclose` was called."""
         return self._closed
 
     def _k(self, part: str) -> str:
@@ -368,7 +368,7 @@ class RedisJournal:
                 await redis.aclose()
 
     async def __aenter__(self) -> Self:
-        """Connect (a clear :class:`JournalError` if Redis is unreachable) and return it."""
+        """Connect (a clear `JournalError` if Redis is unreachable) and return it."""
         await self._client()
         return self
 

@@ -10,7 +10,7 @@ Guarantees, and their limits:
 
 * **One runner at a time.** A batch runner takes the journal's lease (the ``owner``
   row: token, pid, host, heartbeat) before it adds or sends anything; a second runner
-  on a live journal gets :class:`~wanr2v.journal.JournalBusyError` naming the holder.
+  on a live journal gets `JournalBusyError` naming the holder.
   A dead holder is taken over: at once when it ran on this host and its pid is gone,
   otherwise after ``lease_ttl`` seconds without a heartbeat. Once a lease is held,
   each write of its holder checks it in the same transaction (a fence), so a runner
@@ -27,7 +27,7 @@ Guarantees, and their limits:
   as an empty batch.
 * **A vanished file is noticed.** Each call checks that the path still names the file
   that was opened (same device and inode); a deleted or replaced journal raises
-  :class:`~wanr2v.journal.JournalVanishedError` instead of writing into a ghost.
+  `JournalVanishedError` instead of writing into a ghost.
 * **The main file stays whole.** The WAL is checkpointed into the main file when the
   lease is taken, after every compare-and-set write (a claim: the main file never
   shows NEW for a create that went out), at every heartbeat (passively) and at close
@@ -158,7 +158,7 @@ def _states(
 
 
 class SQLiteJournal:
-    """A :class:`~wanr2v.journal.JournalStore` in one SQLite file.
+    """A `JournalStore` in one SQLite file.
 
     Example::
 
@@ -181,7 +181,7 @@ class SQLiteJournal:
             ``kill -9``, see the note in ``_connect``).
         busy_timeout: seconds to wait for another process's write lock.
         create: make the journal when ``path`` does not exist (the default); with
-            ``False`` a missing file is a :class:`~wanr2v.journal.JournalError` (a
+            ``False`` a missing file is a `JournalError` (a
             resume must find what a run wrote, not start afresh).
         lease_ttl: seconds without a heartbeat after which a runner's lease is free.
     """
@@ -248,7 +248,7 @@ class SQLiteJournal:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
+        """Whether `aclose` was called."""
         return self._closed
 
     def __repr__(self) -> str:
@@ -507,7 +507,7 @@ class SQLiteJournal:
         Args:
             submission_id: the record to change.
             expect_state: write only if the record is in this state (or these states).
-            **changes: fields of :data:`~wanr2v.journal.UPDATABLE_FIELDS`.
+            **changes: fields of `UPDATABLE_FIELDS`.
 
         Returns:
             The record as stored after the change.
@@ -742,7 +742,7 @@ class SQLiteJournal:
         await self._run(beat)
 
     async def release(self) -> None:
-        """Give the lease up (once every :meth:`acquire` of this object is matched) and
+        """Give the lease up (once every `acquire` of this object is matched) and
         checkpoint the WAL; harmless when not held."""
         if self._lease is None or self._closed:
             self._lease = None

@@ -5,7 +5,7 @@ Layering, bottom up:
 - ``_rules``: every vendor rule and every assumption, in one module.
 - ``_clock``, ``_config``, ``_faults``, ``_records``: plain values and small helpers.
 - ``_validation``: the checks of a create body (pure functions).
-- ``_emulator``: :class:`Emulator`, all state (regions, tasks, schedule, uploads).
+- ``_emulator``: `Emulator`, all state (regions, tasks, schedule, uploads).
 - ``_app`` / ``_transport``: the ASGI app (Starlette) and an in-process httpx transport.
 - ``_server`` / ``_cli``: uvicorn in a background thread; ``python -m wanr2v.testing``.
 - ``pytest_plugin``: the ``wan_emulator`` fixture.

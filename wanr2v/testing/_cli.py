@@ -1,6 +1,6 @@
 """``python -m wanr2v.testing``: serve an emulator until Ctrl-C.
 
-The parser and :func:`main` are public to the package so that ``wanr2v emulator``
+The parser and `main` are public to the package so that ``wanr2v emulator``
 can reuse them.
 """
 
@@ -129,7 +129,7 @@ def _page_cap(text: str) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """Turn parsed options into an :class:`EmulatorConfig`."""
+    """Turn parsed options into an `EmulatorConfig`."""
     quotas = Quotas.off() if args.no_quotas else Quotas()
     if args.strict_running:
         import attrs

@@ -1,4 +1,4 @@
-"""Wiring an :class:`~wanr2v.AsyncWanClient` to an emulator (time scale included)."""
+"""Wiring an `AsyncWanClient` to an emulator (time scale included)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from wanr2v._polling import PollPolicy
 from wanr2v.testing._emulator import Emulator
 
 EMULATOR_KEY = "sk-wanr2v-emulator"
-"""The key :func:`client_for` uses when the emulator accepts any ``sk-…`` key."""
+"""The key `client_for` uses when the emulator accepts any ``sk-…`` key."""
 
 
 def client_for(
@@ -23,7 +23,7 @@ def client_for(
     in_process: bool = False,
     **kwargs: Any,
 ) -> AsyncWanClient:
-    """An :class:`AsyncWanClient` for ``emulator``, its limits and polling scaled to its clock.
+    """An `AsyncWanClient` for ``emulator``, its limits and polling scaled to its clock.
 
     Args:
         emulator: a running emulator (``serve(...)``), or any emulator with
@@ -33,7 +33,7 @@ def client_for(
         limits: default ``Limits()`` scaled to the emulator's time scale.
         poll_policy: default ``PollPolicy()`` scaled likewise.
         in_process: use ``emulator.transport()`` instead of a loopback socket.
-        kwargs: passed on to :class:`AsyncWanClient`.
+        kwargs: passed on to `AsyncWanClient`.
     """
     scale = emulator.config.time_scale if emulator.config.clock is None else 1.0
     name = region or emulator.config.default_region

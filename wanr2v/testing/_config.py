@@ -86,8 +86,8 @@ class RegionConfig:
 
 
 WORLD_KNOBS = ("list_lag", "query_lag", "commit_delay", "prompt_normalization", "page_size_cap")
-"""The fields of :class:`EmulatorConfig` that make the emulated world less kind (also
-settable at run time: :meth:`Emulator.set_world`, ``POST /_emulator/world``)."""
+"""The fields of `EmulatorConfig` that make the emulated world less kind (also
+settable at run time: `Emulator.set_world`, ``POST /_emulator/world``)."""
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -106,17 +106,17 @@ def _page_cap(_: object, attribute: attrs.Attribute[Any], value: int | None) -> 
 
 @attrs.frozen(kw_only=True)
 class EmulatorConfig:
-    """Everything an :class:`~wanr2v.testing.Emulator` needs to start.
+    """Everything an `Emulator` needs to start.
 
     Attributes:
-        api_keys: Keys of the default region (see :class:`RegionConfig`).
+        api_keys: Keys of the default region (see `RegionConfig`).
         default_region: Name of the region served at ``/api/v1``.
         regions: Further regions, served at ``/{name}/api/v1``, by name.
         quotas: Quotas of every region without its own.
         time_scale: Emulator seconds per real second (ignored with ``clock``).
-        clock: A clock to use instead, e.g. a :class:`ManualClock`.
+        clock: A clock to use instead, e.g. a `ManualClock`.
         seed: Seed of every random draw (``None``: random, see ``Emulator.seed``).
-        generation_time: Emulator seconds a task takes (see :data:`GenerationTime`);
+        generation_time: Emulator seconds a task takes (see `GenerationTime`);
             ``None``: the vendor-like default per model (60-300 s, flash 45-200 s).
         dispatch_delay: Emulator seconds between a free slot and ``scheduled_time``.
         task_ttl: Emulator seconds a task id lives (then it queries as UNKNOWN).

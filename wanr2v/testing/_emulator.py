@@ -8,7 +8,7 @@ no coroutine at all. One lock guards everything, so the Python API (stats,
 faults, clock) is safe from any thread while uvicorn serves in another.
 
 The world knobs (``EmulatorConfig.list_lag``, ``query_lag``, ``commit_delay``,
-``prompt_normalization``, ``page_size_cap``; :meth:`Emulator.set_world` at run time)
+``prompt_normalization``, ``page_size_cap``; `Emulator.set_world` at run time)
 make the service less kind than the vendor's best case. A create delayed by
 ``commit_delay`` waits in a second heap and commits, in time order with the ends
 before it, when the world next advances past its commit time.
@@ -165,8 +165,8 @@ def _iso_utc(t: float) -> str:
 class Emulator:
     """A fake DashScope task service: state and behaviour, without any server.
 
-    Serve it with :func:`~wanr2v.testing.serve`, or use it in process through
-    :meth:`transport` (an httpx transport) or :meth:`app` (the ASGI app).
+    Serve it with `serve`, or use it in process through
+    `transport` (an httpx transport) or `app` (the ASGI app).
 
     Args:
         config: How to set it up (default: one region, quotas as the vendor's,
@@ -174,7 +174,7 @@ class Emulator:
 
     Attributes:
         config: The configuration.
-        clock: The emulator clock (a :class:`ScaledClock` unless one was given).
+        clock: The emulator clock (a `ScaledClock` unless one was given).
         seed: The seed of every random draw (drawn at random when not configured).
         faults: The fault-injection rules.
     """
@@ -237,7 +237,7 @@ class Emulator:
     # --- world knobs -------------------------------------------------------
 
     def world(self) -> dict[str, Any]:
-        """The world knobs in force (see :class:`EmulatorConfig`): lags, delays, and
+        """The world knobs in force (see `EmulatorConfig`): lags, delays, and
         what the service does to prompts and pages."""
         with self._lock:
             return {name: getattr(self.config, name) for name in WORLD_KNOBS}

@@ -1,6 +1,6 @@
 """Fault injection: what the emulator does wrong, on purpose, and when.
 
-A :class:`FaultRule` names an endpoint, a kind of fault, and when it strikes:
+A `FaultRule` names an endpoint, a kind of fault, and when it strikes:
 the next ``count`` matching requests (scripted), or each matching request with a
 ``probability`` drawn from a seeded generator (random), or both (random, at most
 ``count`` times). Rules are checked in the order they were added; the first that
@@ -194,7 +194,7 @@ class Faults:
         self._fired: dict[str, int] = {}
 
     def add(self, rule: FaultRule) -> int:
-        """Arm a rule; returns its id (for :meth:`remove`)."""
+        """Arm a rule; returns its id (for `remove`)."""
         with self._lock:
             rule_id = self._next_id
             self._next_id += 1

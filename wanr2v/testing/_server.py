@@ -59,7 +59,7 @@ class EmulatorServer:
     Args:
         emulator: The emulator to serve.
         host: The address to listen on (loopback by default).
-        port: The port (0: a free one, see :attr:`port`).
+        port: The port (0: a free one, see `port`).
         log_level: uvicorn's log level.
     """
 

@@ -209,7 +209,7 @@ def validate(
         oss_resolve: Whether ``X-DashScope-OssResourceResolve: enable`` was sent.
         oss_lookup: Resolves ``oss://`` keys to stored file names.
         oss_data: Gives the bytes of an uploaded ``oss://`` key, so its media is checked
-            (:func:`media_failure`); ``None`` leaves uploads unchecked.
+            (`media_failure`); ``None`` leaves uploads unchecked.
 
     Returns:
         The accepted request.

@@ -1,8 +1,8 @@
 """pytest fixtures for tests that run against the emulator (registered as plugin ``wanr2v``).
 
-- ``wan_emulator_config``: the :class:`~wanr2v.testing.EmulatorConfig` used; override
+- ``wan_emulator_config``: the `EmulatorConfig` used; override
   it in your own ``conftest.py`` to change keys, quotas, regions or timing.
-- ``wan_emulator``: a running loopback emulator (:class:`~wanr2v.testing.Emulator`),
+- ``wan_emulator``: a running loopback emulator (`Emulator`),
   one per test; ``wan_emulator.base_url`` is its ``/api/v1``.
 
 Starlette and uvicorn are imported only when ``wan_emulator`` is used, so projects
@@ -55,7 +55,7 @@ def wan_emulator(wan_emulator_config: EmulatorConfig) -> Iterator[Emulator]:
 
 @pytest.fixture
 async def wan_client(wan_emulator: Emulator) -> AsyncIterator[AsyncWanClient]:
-    """An :class:`~wanr2v.AsyncWanClient` wired to ``wan_emulator`` (limits and polling
+    """An `AsyncWanClient` wired to ``wan_emulator`` (limits and polling
     scaled to its clock); use it in ``@pytest.mark.anyio`` tests."""
     from wanr2v.testing._client import client_for
 
