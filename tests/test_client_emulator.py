@@ -101,9 +101,14 @@ async def test_unknown_task_raises_not_found(wan_client: AsyncWanClient) -> None
 
 
 async def test_cancel_pending_then_wait_canceled(wan_emulator: Emulator) -> None:
-    """A PENDING task (queue full) can be canceled; its wait raises TaskCanceledError."""
+    """A PENDING task (queue full) can be canceled; its wait raises TaskCanceledError.
+
+    The sixth task is also held PENDING by poll count: a machine slow enough for a slot
+    to free before the cancel cannot start it first."""
     async with client_for(wan_emulator) as c:
-        tasks = [await c.async_call(**{**FIELDS, "seed": i}) for i in range(6)]
+        tasks = [await c.async_call(**{**FIELDS, "seed": i}) for i in range(5)]
+        wan_emulator.script_polls(("PENDING", 10**9), "SUCCEEDED")
+        tasks.append(await c.async_call(**{**FIELDS, "seed": 5}))
         await c.cancel(tasks[-1])
         with pytest.raises(wanr2v.TaskCanceledError):
             await c.wait(tasks[-1])
