@@ -126,6 +126,29 @@ async def test_an_existing_task_can_be_scripted_from_now_on(
     assert seen == ["RUNNING", "RUNNING", "SUCCEEDED"]
     with pytest.raises(KeyError, match="no task"):
         emu.script_polls("SUCCEEDED", task_id="nope")
+    with pytest.raises(ValueError, match="tasks must be >= 1"):
+        emu.script_polls("SUCCEEDED", tasks=0)
+
+
+@pytest.mark.anyio
+async def test_a_queued_task_run_by_its_script_leaves_the_queue() -> None:
+    """One slot: a task queued behind a running one and scripted SUCCEEDED ends at once
+    and leaves the queue; the task queued after it starts when the slot frees, and the
+    scripted task's times stay those of its script."""
+    emu = manual(quotas=Quotas(create_per_s=None, running=1), dispatch_delay=0.0)
+    async with httpx.AsyncClient(transport=emu.transport(), base_url=emu.base_url) as http:
+        running = await new_task(http)
+        emu.script_polls("SUCCEEDED")
+        scripted = await new_task(http)
+        queued = await new_task(http)
+        done = await query(http, scripted)
+        assert done["task_status"] == "SUCCEEDED"
+        assert (await query(http, queued))["task_status"] == "PENDING"
+        emu.advance(100.0)  # the running task ends; the slot goes to the next in the queue
+        assert (await query(http, running))["task_status"] == "SUCCEEDED"
+        assert (await query(http, queued))["task_status"] == "RUNNING"
+        again = await query(http, scripted)
+    assert again["end_time"] == done["end_time"] and again["task_status"] == "SUCCEEDED"
 
 
 @pytest.mark.parametrize(

@@ -626,10 +626,11 @@ class Emulator:
         created task answers PENDING to its first 3 queries, RUNNING to the next 5,
         then SUCCEEDED (or FAILED, with ``InternalError.Algo`` unless the task was to
         fail otherwise) from the 9th on, whatever the emulator clock says. Only
-        queries the emulator answers count (not those a fault or a 429 took). The
-        task's slot and its queue are kept by the clock as usual; its times follow
-        the script (``scheduled_time`` / ``end_time`` are those of the query that
-        first saw it RUNNING / final).
+        queries the emulator answers count (not those a fault or a 429 took). A
+        running task keeps its slot as long as its clock says; a task still queued
+        leaves the queue when its script runs it (it takes no slot). Its times follow
+        the script (``scheduled_time`` / ``end_time``: the query that first saw it
+        RUNNING / final, unless its clock had them earlier).
 
         Args:
             steps: ``(state, queries)`` pairs (``PENDING`` or ``RUNNING``), then the
@@ -655,6 +656,8 @@ class Emulator:
                 )
             script.append((step[0], step[1]))
         script.append((final, None))
+        if tasks < 1:
+            raise ValueError(f"tasks must be >= 1, got {tasks}")
         with self._lock:
             if task_id is None:
                 self._next_scripts.extend([tuple(script)] * tasks)
@@ -677,6 +680,10 @@ class Emulator:
                 state = step
                 break
             left -= queries
+        if state != "PENDING" and task.scheduled is None:  # queued: the script runs it
+            queue = self._pool(self._regions[task.region], task.account, task.model).queue
+            if task in queue:
+                queue.remove(task)
         if state != "PENDING" and (task.scheduled is None or task.scheduled > now):
             task.scheduled = now
         if state in _FINAL:
