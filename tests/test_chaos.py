@@ -18,7 +18,7 @@ import pytest
 
 import wanr2v
 from tests import _chaos
-from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
+from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, Quotas, serve
 from wanr2v.testing._client import client_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.anyio]
@@ -150,6 +150,10 @@ def test_kill_points_are_drawn_from_the_seed_and_leave_work_behind() -> None:
 
 
 def _quiet_config(**kw: object) -> EmulatorConfig:
+    """Only the faults a test adds: no request rates (at 100x a rate window is 10 ms of
+    real time, which a loaded machine's scheduling alone overruns), the five running
+    slots kept."""
+    kw.setdefault("quotas", Quotas(create_per_s=None, query_per_s=None, list_per_s=None))
     return EmulatorConfig(time_scale=_chaos.SCALE, seed=3, generation_time=(20.0, 60.0), **kw)  # type: ignore[arg-type]
 
 
