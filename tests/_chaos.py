@@ -514,7 +514,11 @@ def _watch_round(
             if seen is not None and past(seen, point.state) >= point.target:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return True, seen, time.monotonic() - t0, False
+                # A child that exited on its own just before the signal (its last
+                # record was the kill point) was not killed: nothing was left to kill.
+                killed = proc.returncode == -signal.SIGKILL
+                after = time.monotonic() - t0 if killed else None
+                return killed, seen if killed else None, after, False
         if time.monotonic() - t0 > timeout:  # a hung child: a bug, reported as such
             proc.kill()
             proc.wait()
