@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -99,7 +101,9 @@ def stress(session: nox.Session) -> None:
     on a single worker (``-n 0``, no burner); prints every test that failed in any run
     and fails if any did. ``nox -s stress -- tests/test_chaos.py`` stresses a subset."""
     session.install("-e", ".[test]")
-    tmp = Path(session.create_tmp())
+    # Reports outside the repository: ``session.create_tmp()`` would point TMPDIR inside
+    # it, and the tests' own pytest subprocesses would then find this project's config.
+    tmp = Path(tempfile.mkdtemp(prefix="wanr2v-stress-"))
     target = list(session.posargs)
     runs: list[tuple[str, list[str]]] = [
         *((f"run {i} (-n 3, CPU burner)", ["-n", "3"]) for i in (1, 2, 3)),
@@ -126,6 +130,7 @@ def stress(session: nox.Session) -> None:
                     b.kill()
                     b.wait()
         failed[name] = _failed(junit)
+    shutil.rmtree(tmp, ignore_errors=True)
     print("\n== stress summary ==")
     for name, tests in failed.items():
         print(f"{name}: {len(tests)} failed")
