@@ -152,7 +152,7 @@ async def test_journal_records_and_downloads(tmp_path: Path) -> None:
                 [req(i) for i in range(4)], journal=j, download_to=tmp_path / "out"
             )
             counts = await j.counts()
-    assert counts[SubmissionState.DOWNLOADED] == 4
+    assert counts[SubmissionState.DOWNLOADED] == 4, (counts, [repr(it.error) for it in items])
     for it in items:
         assert it.path is not None and it.path.read_bytes()[4:8] == b"ftyp"
 
