@@ -1,8 +1,14 @@
-"""Sessions: tests (what CI runs), lint, typecheck, docs, bench, chaos."""
+"""Sessions: tests (what CI runs), lint, typecheck, docs, bench, chaos, stress."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import nox
 
@@ -67,3 +73,70 @@ def chaos(session: nox.Session) -> None:
     session.run("pytest", "-q", "-m", "chaos", "-s")
     if os.path.exists("bench/bench_chaos.py"):
         session.run("python", "bench/bench_chaos.py")
+
+
+def _failed(junit: Path) -> list[str]:
+    """The tests a JUnit XML report marks failed or errored (``file::name``)."""
+    if not junit.exists():
+        return ["(no report: pytest did not finish)"]
+    out = []
+    for case in ET.parse(junit).iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            module = case.get("classname", "").replace(".", "/")
+            out.append(f"{module}.py::{case.get('name')}")
+    return out
+
+
+def _burners() -> list[subprocess.Popen[bytes]]:
+    """One process spinning on each core, started and stopped by the session."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+
+
+@nox.session(python=PY)
+def stress(session: nox.Session) -> None:
+    """The suite three times in a row while a CPU burner keeps every core busy, then once
+    on a single worker (``-n 0``, no burner); prints every test that failed in any run
+    and fails if any did. ``nox -s stress -- tests/test_chaos.py`` stresses a subset."""
+    session.install("-e", ".[test]")
+    # Reports outside the repository: ``session.create_tmp()`` would point TMPDIR inside
+    # it, and the tests' own pytest subprocesses would then find this project's config.
+    tmp = Path(tempfile.mkdtemp(prefix="wanr2v-stress-"))
+    target = list(session.posargs)
+    runs: list[tuple[str, list[str]]] = [
+        *((f"run {i} (-n 3, CPU burner)", ["-n", "3"]) for i in (1, 2, 3)),
+        ("run 4 (-n 0)", ["-n", "0"]),
+    ]
+    failed: dict[str, list[str]] = {}
+    for i, (name, workers) in enumerate(runs):
+        junit = tmp / f"stress-{i}.xml"
+        junit.unlink(missing_ok=True)
+        burners = _burners() if "burner" in name else []
+        try:
+            session.log(f"stress {name}")
+            session.run(
+                "pytest", "-q", *workers, f"--junitxml={junit}", *target,
+                env={"PYTHONFAULTHANDLER": "1"}, success_codes=[0, 1],
+            )  # fmt: skip
+        finally:
+            for b in burners:
+                b.terminate()
+            for b in burners:
+                try:
+                    b.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    b.kill()
+                    b.wait()
+        failed[name] = _failed(junit)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("\n== stress summary ==")
+    for name, tests in failed.items():
+        print(f"{name}: {len(tests)} failed")
+        for t in tests:
+            print(f"    {t}")
+    everywhere = sorted({t for tests in failed.values() for t in tests})
+    if everywhere:
+        session.error(f"{len(everywhere)} test(s) failed in at least one run: {everywhere}")
+    print("every run passed")

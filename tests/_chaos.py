@@ -7,8 +7,9 @@ about 10 % of all requests meet an injected fault of every kind — 429 bursts, 
 runs it and returns every figure the tests assert on and the bench prints.
 
 :func:`kill_and_resume` runs the same kind of batch in a child process
-(``tests/_chaos_runner.py``) and kills it with SIGKILL at random points, then
-resumes it from its journal, round after round.
+(``tests/_chaos_runner.py`` or the ``wanr2v`` CLI) and kills it with SIGKILL at
+points of progress drawn from the seed ("k more journal records past CREATED"),
+never after a clock delay, then resumes it from its journal, round after round.
 
 Everything talks to 127.0.0.1 only, and every wait is bounded.
 """
@@ -45,12 +46,14 @@ SCALE = 100.0
 """Emulator seconds per real second."""
 GENERATION = (20.0, 80.0)
 """Emulator seconds a task takes (the vendor's 1-5 min would make 200 tasks too slow)."""
-CLIENT_TIMEOUT = 2.0
-"""Real seconds for one HTTP exchange: an injected hang ends in a read timeout."""
-HANG_S = 6.0
+CLIENT_TIMEOUT = 4.0
+"""Real seconds for one HTTP exchange: an injected hang ends in a read timeout. With
+headroom: on a loaded machine an honest answer must not time out too."""
+HANG_S = 8.0
 SLOW_S = 0.3
-BATCH_DEADLINE = 150.0
-"""No batch may take longer (real seconds): ``anyio.fail_after`` around it."""
+BATCH_DEADLINE = 600.0
+"""A hang bound (real seconds, ``anyio.fail_after`` around a batch), far above any
+batch's run time on a loaded machine: it catches a hang, never a slow run."""
 PLANTED_KEY = "sk-chaos-PLANTED-5e3cr37-0a1b2c3d4e5f"
 RUNNER = Path(__file__).with_name("_chaos_runner.py")
 
@@ -326,19 +329,72 @@ async def run_faulted_batch(
 
 # --- kill and resume --------------------------------------------------------------------
 
+#: How far a submission got, for "k records past a state" (``AMBIGUOUS`` sits between
+#: a sent create and a known task; ``FAILED`` is as far as ``SUCCEEDED`` goes).
+STATE_RANK: Mapping[str, int] = {
+    "NEW": 0,
+    "SENDING": 1,
+    "AMBIGUOUS": 1,
+    "CREATED": 2,
+    "SUCCEEDED": 3,
+    "FAILED": 3,
+    "DOWNLOADED": 4,
+}
+KILL_STATES = ("SENDING", "CREATED", "SUCCEEDED", "DOWNLOADED")
+"""The states a kill point is drawn from."""
+WATCH_INTERVAL = 0.005
+"""Real seconds between two looks at the journal while a round runs."""
+ROUND_TIMEOUT = 600.0
+"""Real seconds after which a round is declared hung (a bug, never a kill point)."""
+
+
+@attrs.frozen(kw_only=True)
+class KillPoint:
+    """Kill the child once ``target`` submissions are at ``state`` or past it."""
+
+    state: str
+    k: int
+    target: int
+
+    def __str__(self) -> str:
+        return f"{self.k} more past {self.state} (at {self.target})"
+
 
 @attrs.frozen(kw_only=True)
 class RoundFigures:
-    """One round of kill-and-resume."""
+    """One round of kill-and-resume.
+
+    ``kill_point`` is where the round was to be killed (``None``: the final rounds);
+    ``killed`` whether it was: a round that finished (or ended with a typed error)
+    before its kill point was reached had nothing left to kill, a valid outcome.
+    """
 
     round: int
     mode: str
+    kill_point: KillPoint | None
+    killed: bool
+    seen_at_kill: Mapping[str, int] | None
     killed_after_s: float | None
     exit_code: int | None
+    timed_out: bool
     journal_states: Mapping[str, int]
     tasks_created: int
     duplicate_creates: int
     saved: int
+
+    def describe(self) -> str:
+        if self.kill_point is None:
+            how = "final round"
+        elif self.killed:
+            how = f"SIGKILL at {self.kill_point}, journal then {dict(self.seen_at_kill or {})}"
+        else:
+            how = f"nothing left to kill at {self.kill_point}: ran to the end"
+        return (
+            f"round {self.round} ({self.mode}): {how}; exit {self.exit_code}"
+            f"{' TIMED OUT' if self.timed_out else ''}; journal {dict(self.journal_states)}, "
+            f"created {self.tasks_created}, duplicates {self.duplicate_creates}, "
+            f"saved {self.saved}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -346,29 +402,83 @@ class ResumeFigures:
     tasks: int
     rounds: list[RoundFigures]
     saved: int
+    video_names: list[str]
     tasks_created: int
     duplicate_creates: int
     orphan_tasks: int
     part_files: list[str]
     final_states: Mapping[str, int]
+    download_paths: Mapping[str, str]
     wall_s: float
+
+    @property
+    def kills(self) -> int:
+        return sum(r.killed for r in self.rounds)
+
+
+class JournalWatch:
+    """A read-only view of a journal file another process writes (WAL: readers never
+    block the writer). Every read is one fresh read transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def states(self) -> dict[str, int] | None:
+        """Submission counts by state, or ``None`` when the file cannot be read yet."""
+        if self._conn is None:
+            if not self.path.exists():
+                return None
+            try:
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=2.0)
+            except sqlite3.Error:
+                return None
+        try:
+            rows = self._conn.execute(
+                "SELECT state, COUNT(*) FROM submissions GROUP BY state"
+            ).fetchall()
+        except sqlite3.Error:
+            self.close()  # e.g. the table is not created yet: reconnect next time
+            return None
+        return {str(s): int(c) for s, c in rows}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def journal_states(path: Path) -> dict[str, int]:
     """Submission counts by state, read straight from the SQLite file (read-only)."""
-    if not path.exists():
-        return {}
+    watch = JournalWatch(path)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-    except sqlite3.Error:
-        return {}
-    try:
-        rows = conn.execute("SELECT state, COUNT(*) FROM submissions GROUP BY state").fetchall()
-    except sqlite3.Error:
-        return {}
+        return watch.states() or {}
     finally:
-        conn.close()
-    return {str(s): int(c) for s, c in rows}
+        watch.close()
+
+
+def past(states: Mapping[str, int], state: str) -> int:
+    """How many submissions are at ``state`` or further."""
+    rank = STATE_RANK[state]
+    return sum(c for s, c in states.items() if STATE_RANK.get(s, 0) >= rank)
+
+
+def draw_kill_point(rng: random.Random, states: Mapping[str, int], n: int) -> KillPoint | None:
+    """The next kill point: a state and ``k`` drawn from ``rng``, ``k`` at most half of
+    what is left past that state (so the kill leaves work behind). When nothing is
+    left past the drawn state, the last state with work left; ``None`` when the
+    journal is complete. The draws do not depend on the journal, so the sequence of
+    (state, fraction) is the seed's alone."""
+    state = rng.choice(KILL_STATES)
+    fraction = rng.random()
+    candidates = [s for s in KILL_STATES if n - past(states, s) > 0]
+    if not candidates:
+        return None
+    if state not in candidates:
+        state = candidates[-1]
+    left = n - past(states, state)
+    k = 1 + int(fraction * max(1, left // 2))
+    return KillPoint(state=state, k=k, target=past(states, state) + k)
 
 
 def journal_task_ids(path: Path) -> dict[str, str]:
@@ -380,6 +490,17 @@ def journal_task_ids(path: Path) -> dict[str, str]:
     finally:
         conn.close()
     return {str(k): str(t) for k, t in rows}
+
+
+def journal_download_paths(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        rows = conn.execute(
+            "SELECT batch_key, download_path FROM submissions WHERE download_path IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {str(k): str(p) for k, p in rows}
 
 
 def _spawn(
@@ -411,23 +532,62 @@ def write_jsonl(path: Path, n: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _watch_round(
+    proc: subprocess.Popen[bytes],
+    watch: JournalWatch,
+    point: KillPoint | None,
+    timeout: float,
+) -> tuple[bool, dict[str, int] | None, float | None, bool]:
+    """Run one round to its kill point or its end: ``(killed, states seen at the kill,
+    real seconds to the kill, timed out)``. The kill point is progress in the journal,
+    never a clock: however slow the machine, the child is killed at the same place
+    (or, if it finished first, not at all)."""
+    t0 = time.monotonic()
+    while proc.poll() is None:
+        if point is not None:
+            seen = watch.states()
+            if seen is not None and past(seen, point.state) >= point.target:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                # A child that exited on its own just before the signal (its last
+                # record was the kill point) was not killed: nothing was left to kill.
+                killed = proc.returncode == -signal.SIGKILL
+                after = time.monotonic() - t0 if killed else None
+                return killed, seen if killed else None, after, False
+        if time.monotonic() - t0 > timeout:  # a hung child: a bug, reported as such
+            proc.kill()
+            proc.wait()
+            return False, None, None, True
+        time.sleep(WATCH_INTERVAL if point is not None else 0.05)
+    return False, None, None, False
+
+
 def kill_and_resume(
     n: int,
     seed: int,
     work: Path,
     *,
     kills: int = 3,
-    kill_window: tuple[float, float] = (0.5, 3.0),
-    final_timeout: float = 120.0,
+    final_timeout: float = ROUND_TIMEOUT,
     via: str = "runner",
     max_extra_resumes: int = 2,
 ) -> ResumeFigures:
-    """Run a journaled batch in a child; SIGKILL it ``kills`` times at random points
-    (resuming from the journal each time); let the last resume finish; measure.
+    """Run a journaled batch in a child; SIGKILL it ``kills`` times at points of
+    progress drawn from ``seed`` (resuming from the journal each time); let the last
+    resume finish; measure.
+
+    A kill point is "``k`` more submissions at or past STATE than when the round
+    began" (STATE among SENDING, CREATED, SUCCEEDED, DOWNLOADED): the parent watches
+    the journal file read-only and SIGKILLs the child the moment it shows that much
+    progress. No clock decides anything, so a fast or a loaded machine kills at the
+    same places; a round that finishes before its kill point is reached (there was
+    nothing left to kill) is recorded as such (``killed=False``), not an error.
 
     Args:
         via: ``"runner"`` (``tests/_chaos_runner.py``: ``run_many`` / ``client.resume``)
             or ``"cli"`` (``wanr2v run`` / ``wanr2v resume``).
+        final_timeout: real seconds after which a round is declared hung (``timed_out``):
+            a bound for bugs, far above any round's run time.
         max_extra_resumes: when the final resume ends with unfinished items (exit 3: a
             typed error such as ``ResultExpiredError`` after a streak of expired URLs),
             resume again, as its message says, at most this many times.
@@ -440,67 +600,67 @@ def kill_and_resume(
     if via == "cli":
         write_jsonl(work / "requests.jsonl", n, seed)
     started = time.monotonic()
+    watch = JournalWatch(db)
     with serve(emulator_config(seed)) as emu:
         for rule in fault_rules(seed, task_faults=False):
             emu.faults.add(rule)
         r = -1
-        while r < kills + max_extra_resumes:
-            r += 1
-            if r > kills and rounds[-1].exit_code == 0:
-                break  # the final resume finished everything
-            mode = "run" if r == 0 else "resume"
-            proc = _spawn(via, mode, emu.base_url, work, n, seed)
-            killed_after: float | None = None
-            try:
+        try:
+            while r < kills + max_extra_resumes:
+                r += 1
+                if r > kills and rounds[-1].exit_code == 0:
+                    break  # the final resume finished everything
+                mode = "run" if r == 0 else "resume"
+                point: KillPoint | None = None
                 if r < kills:
-                    if r == 0:
-                        # Kill only once every submission is journaled: a resume can only
-                        # finish what the journal knows (a rerun of ``run`` would add the rest).
-                        t0 = time.monotonic()
-                        while sum(journal_states(db).values()) < n:
-                            if proc.poll() is not None or time.monotonic() - t0 > 30:
-                                break
-                            time.sleep(0.02)
-                    delay = rng.uniform(*kill_window)
-                    t1 = time.monotonic()
-                    try:
-                        proc.wait(timeout=delay)
-                    except subprocess.TimeoutExpired:
-                        proc.send_signal(signal.SIGKILL)
-                        proc.wait(timeout=10)
-                        killed_after = time.monotonic() - t1
-                else:
-                    proc.wait(timeout=final_timeout)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            st = emu.stats()
-            rounds.append(
-                RoundFigures(
-                    round=r + 1,
-                    mode=mode,
-                    killed_after_s=killed_after,
-                    exit_code=proc.returncode,
-                    journal_states=journal_states(db),
-                    tasks_created=st.tasks_created,
-                    duplicate_creates=st.duplicate_creates,
-                    saved=len(list(videos.glob("*.mp4"))) if videos.exists() else 0,
+                    # Round 0 starts from an empty journal: every submission is NEW
+                    # (``run_many`` journals them all before it sends a create).
+                    before = {"NEW": n} if r == 0 else (watch.states() or {})
+                    point = draw_kill_point(rng, before, n)
+                proc = _spawn(via, mode, emu.base_url, work, n, seed)
+                try:
+                    killed, seen, after, timed_out = _watch_round(proc, watch, point, final_timeout)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                st = emu.stats()
+                rounds.append(
+                    RoundFigures(
+                        round=r + 1,
+                        mode=mode,
+                        kill_point=point,
+                        killed=killed,
+                        seen_at_kill=seen,
+                        killed_after_s=after,
+                        exit_code=proc.returncode,
+                        timed_out=timed_out,
+                        journal_states=watch.states() or {},
+                        tasks_created=st.tasks_created,
+                        duplicate_creates=st.duplicate_creates,
+                        saved=len(list(videos.glob("*.mp4"))) if videos.exists() else 0,
+                    )
                 )
-            )
+                if timed_out:
+                    break
+        finally:
+            watch.close()
         emu.faults.clear()
         st = emu.stats()
         server_ids = {rec.task_id for rec in emu.task_records()}
     owned = set(journal_task_ids(db).values())
+    names = sorted(p.name for p in videos.glob("*.mp4")) if videos.exists() else []
     return ResumeFigures(
         tasks=n,
         rounds=rounds,
-        saved=len(list(videos.glob("*.mp4"))),
+        saved=len(names),
+        video_names=names,
         tasks_created=st.tasks_created,
         duplicate_creates=st.duplicate_creates,
         orphan_tasks=len(server_ids - owned),
         part_files=part_files(videos),
         final_states=journal_states(db),
+        download_paths=journal_download_paths(db),
         wall_s=time.monotonic() - started,
     )
 

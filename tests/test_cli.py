@@ -45,7 +45,7 @@ def run_env(key: str | None = SECRET) -> dict[str, str]:
 
 
 def wanr2v_cmd(
-    *args: str, cwd: Path, key: str | None = SECRET, timeout: float = 60
+    *args: str, cwd: Path, key: str | None = SECRET, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m wanr2v ARGS``; the key must appear in neither stream."""
     proc = subprocess.run(
@@ -462,8 +462,9 @@ def start_run(batch: Path, db: Path, emu: Emulator, cwd: Path, *, scale: float) 
     )  # fmt: skip
 
 
-def wait_for_created(db: Path, n: int, proc: Any, deadline: float = 30) -> None:
-    """Wait until the journal records ``n`` task ids (the run must still be going)."""
+def wait_for_created(db: Path, n: int, proc: Any, deadline: float = 180) -> None:
+    """Wait until the journal records ``n`` task ids (the run must still be going);
+    ``deadline`` only bounds a hung run, far above any run's time on a loaded machine."""
     end = time.monotonic() + deadline
     while created_in(db) < n:
         assert proc.poll() is None, proc.communicate()
@@ -482,14 +483,19 @@ def test_kill_9_mid_batch_then_resume_pays_nothing_twice(tmp_path: Path, picture
             [str(picture), "https://example.com/clip.mp4"],
         )
         db = tmp_path / "batch.db"
-        # Creates paced at the real service's 5/s, so the kill lands mid-submission.
+        # Creates paced at the real service's 5/s, so the kill lands mid-submission;
+        # the first three tasks stay PENDING (by poll count) until the kill, so the run
+        # is still going when it lands, however slow the machine.
+        emu.script_polls(("PENDING", 10**9), "SUCCEEDED", tasks=3)
         proc = start_run(batch, db, emu, tmp_path, scale=1.0)
         wait_for_created(db, 3, proc)
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         before = emu.stats().tasks_created
         assert before >= 3  # some were made; usually not all
+        for record in emu.task_records()[:3]:  # now let them finish
+            emu.script_polls("SUCCEEDED", task_id=record.task_id)
 
         resumed = wanr2v_cmd(
             "resume", "--journal", str(db), "--time-scale", str(SCALE), "--json", cwd=tmp_path
@@ -514,12 +520,17 @@ def test_ctrl_c_exits_130_and_names_the_resume_command(tmp_path: Path, picture: 
             [str(picture)],
         )
         db = tmp_path / "b.db"
+        # The tasks stay PENDING (by poll count, not by clock) until the run is
+        # interrupted: however slow the machine, SIGINT lands on a running batch.
+        emu.script_polls(("PENDING", 10**9), "SUCCEEDED", tasks=3)
         proc = start_run(batch, db, emu, tmp_path, scale=SCALE)
-        wait_for_created(db, 1, proc)
+        wait_for_created(db, 3, proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert f"wanr2v resume --journal {db}" in err
+        for record in emu.task_records():  # now let them finish
+            emu.script_polls("SUCCEEDED", task_id=record.task_id)
         resumed = wanr2v_cmd("resume", "--journal", str(db), cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         assert emu.stats().duplicate_creates == 0
@@ -551,10 +562,9 @@ def test_emulator_command_serves_until_sigterm(tmp_path: Path) -> None:
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     """`wanr2v demo` (the README's first command) saves every video and prints a summary."""
-    started = time.monotonic()
-    proc = wanr2v_cmd("demo", "--out", "demo-videos", cwd=tmp_path, key=None, timeout=60)
+    # The timeout bounds a hang only: a loaded machine must not decide this test.
+    proc = wanr2v_cmd("demo", "--out", "demo-videos", cwd=tmp_path, key=None, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 60
     videos = sorted(p.name for p in (tmp_path / "demo-videos").glob("*.mp4"))
     assert len(videos) == 5
     out = proc.stdout

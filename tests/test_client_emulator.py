@@ -9,6 +9,7 @@ import pytest
 
 import wanr2v
 from wanr2v import AsyncWanClient, TaskStatus
+from wanr2v._polling import PollPolicy
 from wanr2v.testing import Emulator, EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
 from wanr2v.testing._client import client_for
 
@@ -37,24 +38,28 @@ async def test_call_succeeds_with_usage(wan_client: AsyncWanClient, wan_emulator
     assert stats.tasks_created == 1 and stats.duplicate_creates == 0
 
 
-async def test_gather_many_no_429(wan_emulator: Emulator) -> None:
-    """Twelve calls fired at once under the (time-scaled) quotas all succeed, 429s are rare.
+async def test_gather_many_no_429() -> None:
+    """Twelve calls fired at once under the vendor's quotas all succeed, 429s are rare.
 
-    At 60x, one emulator second is 17 ms of real time, so scheduling jitter alone can
-    bunch requests into one window; the benchmark measures 429s at real time."""
-    async with client_for(wan_emulator) as c:
-        results: list[wanr2v.TaskResult] = []
+    The quotas run at real time (a one-second window; short tasks keep the test fast):
+    at 60x one emulator second is 17 ms of real time, and the scheduling jitter of a
+    loaded machine alone would bunch requests that left evenly spaced into one window."""
+    config = EmulatorConfig(time_scale=1.0, generation_time=(0.5, 1.0), seed=2)
+    polls = PollPolicy(min_interval=0.1, prior=(0.5, 1.0))
+    with serve(config) as emu:
+        async with client_for(emu, poll_policy=polls) as c:
+            results: list[wanr2v.TaskResult] = []
 
-        async def one(i: int) -> None:
-            results.append(await c.call(**{**FIELDS, "seed": i}))
+            async def one(i: int) -> None:
+                results.append(await c.call(**{**FIELDS, "seed": i}))
 
-        async with anyio.create_task_group() as tg:
-            for i in range(12):
-                tg.start_soon(one, i)
-        assert len(results) == 12 and all(r.succeeded for r in results)
-        st = c.statistics()
-    assert st.rate_limited <= 2
-    assert wan_emulator.stats().tasks_created == 12
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(one, i)
+            assert len(results) == 12 and all(r.succeeded for r in results)
+            st = c.statistics()
+        assert st.rate_limited <= 2
+        assert emu.stats().tasks_created == 12
 
 
 async def test_two_waits_share_polls(wan_client: AsyncWanClient, wan_emulator: Emulator) -> None:
@@ -96,9 +101,14 @@ async def test_unknown_task_raises_not_found(wan_client: AsyncWanClient) -> None
 
 
 async def test_cancel_pending_then_wait_canceled(wan_emulator: Emulator) -> None:
-    """A PENDING task (queue full) can be canceled; its wait raises TaskCanceledError."""
+    """A PENDING task (queue full) can be canceled; its wait raises TaskCanceledError.
+
+    The sixth task is also held PENDING by poll count: a machine slow enough for a slot
+    to free before the cancel cannot start it first."""
     async with client_for(wan_emulator) as c:
-        tasks = [await c.async_call(**{**FIELDS, "seed": i}) for i in range(6)]
+        tasks = [await c.async_call(**{**FIELDS, "seed": i}) for i in range(5)]
+        wan_emulator.script_polls(("PENDING", 10**9), "SUCCEEDED")
+        tasks.append(await c.async_call(**{**FIELDS, "seed": 5}))
         await c.cancel(tasks[-1])
         with pytest.raises(wanr2v.TaskCanceledError):
             await c.wait(tasks[-1])
@@ -106,13 +116,20 @@ async def test_cancel_pending_then_wait_canceled(wan_emulator: Emulator) -> None
             await c.cancel(tasks[0])
 
 
-async def test_wait_timeout_and_fail_after(wan_client: AsyncWanClient) -> None:
-    """wait(timeout=) raises WaitTimeoutError; anyio.fail_after around wait works too."""
+async def test_wait_timeout_and_fail_after(
+    wan_client: AsyncWanClient, wan_emulator: Emulator
+) -> None:
+    """wait(timeout=) raises WaitTimeoutError; anyio.fail_after around wait works too.
+
+    The task stays PENDING (by poll count, not by clock) until both timeouts have
+    struck, so a slow machine cannot let it finish first; then it succeeds."""
+    wan_emulator.script_polls(("PENDING", 10**9), "SUCCEEDED")
     task = await wan_client.async_call(**FIELDS)
     with pytest.raises(wanr2v.WaitTimeoutError):
         await wan_client.wait(task, timeout=0.05)
     with pytest.raises(TimeoutError), anyio.fail_after(0.05):
         await wan_client.wait(task)
+    wan_emulator.script_polls("SUCCEEDED", task_id=task.task_id)
     assert (await wan_client.wait(task)).succeeded
 
 

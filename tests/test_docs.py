@@ -43,7 +43,9 @@ from wanr2v.testing import EmulatorConfig, serve
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GUIDE_PAGES = sorted(p for p in DOCS.glob("*.md"))
-TIMEOUT = 60.0
+TIMEOUT = 240.0
+"""Real seconds one example may take: a hang bound, with headroom for a loaded machine
+(the examples start in parallel, each a fresh interpreter)."""
 
 FENCE = re.compile(
     r"(?P<marker>^<!-- run: bash -->\n)?"

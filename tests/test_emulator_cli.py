@@ -112,7 +112,7 @@ def test_module_serves_until_interrupted() -> None:
         req = urllib.request.Request(
             base + "/tasks/abc", headers={"Authorization": "Bearer sk-cli"}
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang bound only
         while True:
             try:
                 with urllib.request.urlopen(req, timeout=5) as resp:

@@ -189,7 +189,7 @@ async def test_hang_in_process_is_a_read_timeout(client: httpx.AsyncClient, emu:
     t0 = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         await client.get("/tasks/x", headers=HEADERS, timeout=0.2)
-    assert 0.2 <= time.monotonic() - t0 < 5
+    assert 0.2 <= time.monotonic() - t0 < 60  # the read timeout, not the hour-long hang
 
 
 @pytest.mark.anyio

@@ -248,6 +248,7 @@ async def test_bad_duration_is_400(client: httpx.AsyncClient, duration: object) 
     ("params", "field"),
     [
         ({"shot_type": "wide"}, "shot_type"),
+        ({"shot_type": ["single"]}, "shot_type"),  # unhashable: was a 500 (fuzz)
         ({"audio": "yes"}, "audio"),
         ({"watermark": 1}, "watermark"),
         ({"seed": -1}, "seed"),

@@ -546,6 +546,36 @@ async def test_missing_path_without_extension_is_a_folder(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
+async def test_a_folder_made_by_a_concurrent_download_is_still_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two downloads into one missing folder: the other one creates it between this
+    one's checks (played exactly, by patching the check); the video still goes into
+    the folder, not onto its path ("Is a directory" under load, before the fix)."""
+    hosts = FakeHosts(VIDEO)
+    out = tmp_path / "out"
+
+    def created_by_another_after_the_first_look(name: str) -> None:
+        real = getattr(anyio.Path, name)
+
+        async def look(self: anyio.Path) -> bool:
+            seen: bool = await real(self)
+            if Path(self) == out:
+                out.mkdir(exist_ok=True)  # the concurrent download, just after the look
+            return seen
+
+        monkeypatch.setattr(anyio.Path, name, look)
+
+    created_by_another_after_the_first_look("exists")
+    created_by_another_after_the_first_look("is_dir")
+    async with client_for(hosts) as http:
+        first = await Downloader(http).download(result_for("t1"), out)
+        second = await Downloader(http).download(result_for("t2"), out)
+    assert first == out / "t1.mp4" and second == out / "t2.mp4"
+    assert first.read_bytes() == VIDEO and second.read_bytes() == VIDEO
+
+
+@pytest.mark.anyio
 async def test_download_to_file_path_creates_folders(tmp_path: Path) -> None:
     """A file destination is written as given; missing parent folders are created."""
     hosts = FakeHosts(VIDEO)
@@ -753,7 +783,7 @@ def served_hosts() -> Iterator[tuple[FakeHosts, str]]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a hang bound only
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
@@ -955,7 +985,7 @@ async def test_client_uploads_and_downloads_over_loopback(
     async with AsyncWanClient(
         api_key=EMU_KEY, base_url=wan_emulator.base_url, poll_policy=polls
     ) as client:
-        with anyio.fail_after(15):
+        with anyio.fail_after(120):  # a hang bound only
             result = await client.call(request_for(clip, "https://cdn.example/bg.png"))
             path = await client.download(result, out)
     assert path == out / f"{result.task_id}.mp4"

@@ -961,12 +961,14 @@ class Downloader:
         text = os.fspath(dest)
         path = Path(text)
         # A missing path without an extension is a folder to create: callers often pass
-        # Path("videos/"), which has lost its trailing separator. (``is_file``, not
-        # ``exists``: a concurrent download may create the folder between two checks.)
+        # Path("videos/"), which has lost its trailing separator. ``exists`` is asked
+        # first: a concurrent download may create the folder between two checks, and a
+        # folder seen to exist stays one (is_dir, then exists, would take it for a file).
+        exists = await anyio.Path(path).exists()
         as_dir = (
             text.endswith(("/", os.sep))
-            or await anyio.Path(path).is_dir()
-            or (not path.suffix and not await anyio.Path(path).is_file())
+            or (not exists and not path.suffix)
+            or (exists and await anyio.Path(path).is_dir())
         )
         try:
             if as_dir:

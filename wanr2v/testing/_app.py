@@ -402,11 +402,12 @@ class _EmulatorASGI:
         if kind in (FaultKind.THROTTLE, FaultKind.SERVER_ERROR, FaultKind.UNAVAILABLE):
             status, code, message = rule.error()
             headers: tuple[tuple[str, str], ...] = ()
-            if status == 429:
+            if status == 429 and rule.send_retry_after:
+                # Real seconds, as the emulator's own 429s (a client waits on its clock).
                 retry_after = (
-                    rule.retry_after if rule.retry_after is not None else _rules.RETRY_AFTER_S
+                    f"{rule.retry_after:g}" if rule.retry_after is not None else emu._retry_after()
                 )
-                headers = (("retry-after", f"{retry_after:g}"),)
+                headers = (("retry-after", retry_after),)
             body = {"request_id": emu.new_request_id(), "code": code, "message": message}
             await _answer(Answer(status, body, headers))(scope, receive, send)
             emu.count(endpoint, status)

@@ -92,10 +92,15 @@ class _Task:
     canceled: bool = False
     first_final: float | None = None
     first_final_mono: float | None = None
+    script: tuple[tuple[str, int | None], ...] | None = None  # see Emulator.script_polls
+    polls: int = 0
+    scripted: str | None = None
 
     def status(self, now: float) -> str:
         if self.canceled:
             return "CANCELED"
+        if self.scripted is not None:
+            return self.scripted
         if self.end is not None and now >= self.end:
             return "FAILED" if self.failure else "SUCCEEDED"
         if self.scheduled is not None and now >= self.scheduled:
@@ -217,6 +222,9 @@ class Emulator:
         self._duplicates = 0
         self._seen_bodies: set[str] = set()
         self._records: list[_Task] = []
+        self._next_scripts: collections.deque[tuple[tuple[str, int | None], ...]] = (
+            collections.deque()
+        )
         self._host_requests: collections.deque[HostRequest] = collections.deque(
             maxlen=cfg.max_recorded_requests
         )
@@ -607,6 +615,8 @@ class Emulator:
                 failure=forced_failure or req.failure,
                 duplicate=duplicate,
             )
+            if self._next_scripts:
+                task.script, task.scripted = self._next_scripts.popleft(), "PENDING"
             self._created += 1
             self._duplicates += duplicate
             self._records.append(task)
@@ -653,6 +663,8 @@ class Emulator:
                     200,
                     {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}},
                 )
+            if task.script is not None and not task.canceled:
+                self._play_script_locked(task, now)
             status = task.status(now)
             out: dict[str, Any] = {
                 "task_id": task_id,
@@ -683,6 +695,82 @@ class Emulator:
                 assert task.failure is not None
                 out["code"], out["message"] = task.failure
             return Answer(200, answer)
+
+    def script_polls(
+        self, *steps: tuple[str, int] | str, task_id: str | None = None, tasks: int = 1
+    ) -> None:
+        """Script tasks' states by how often they were queried, not by their clock.
+
+        ``emu.script_polls(("PENDING", 3), ("RUNNING", 5), "SUCCEEDED")``: the next
+        created task answers PENDING to its first 3 queries, RUNNING to the next 5,
+        then SUCCEEDED (or FAILED, with ``InternalError.Algo`` unless the task was to
+        fail otherwise) from the 9th on, whatever the emulator clock says. Only
+        queries the emulator answers count (not those a fault or a 429 took). A
+        running task keeps its slot as long as its clock says; a task still queued
+        leaves the queue when its script runs it (it takes no slot). Its times follow
+        the script (``scheduled_time`` / ``end_time``: the query that first saw it
+        RUNNING / final, unless its clock had them earlier).
+
+        Args:
+            steps: ``(state, queries)`` pairs (``PENDING`` or ``RUNNING``), then the
+                final state (``SUCCEEDED`` or ``FAILED``).
+            task_id: script this existing task (its count starts now) instead of the
+                next created ones.
+            tasks: how many of the next created tasks get the script.
+        """
+        *middle, final = steps
+        if not isinstance(final, str) or final not in ("SUCCEEDED", "FAILED"):
+            raise ValueError(f"a poll script ends with SUCCEEDED or FAILED, got {final!r}")
+        script: list[tuple[str, int | None]] = []
+        for step in middle:
+            if (
+                not isinstance(step, tuple)
+                or len(step) != 2
+                or step[0] not in ("PENDING", "RUNNING")
+                or not isinstance(step[1], int)
+                or step[1] < 0
+            ):
+                raise ValueError(
+                    f"a poll script step is (PENDING or RUNNING, queries >= 0), got {step!r}"
+                )
+            script.append((step[0], step[1]))
+        script.append((final, None))
+        if tasks < 1:
+            raise ValueError(f"tasks must be >= 1, got {tasks}")
+        with self._lock:
+            if task_id is None:
+                self._next_scripts.extend([tuple(script)] * tasks)
+                return
+            for region in self._regions.values():
+                task = region.tasks.get(task_id)
+                if task is not None:
+                    task.script, task.polls = tuple(script), 0
+                    return
+            raise KeyError(f"no task {task_id!r}")
+
+    def _play_script_locked(self, task: _Task, now: float) -> None:
+        """Count one query of a scripted task and set its state from the script."""
+        assert task.script is not None
+        task.polls += 1
+        left = task.polls
+        state = task.script[-1][0]
+        for step, queries in task.script:
+            if queries is None or left <= queries:
+                state = step
+                break
+            left -= queries
+        if state != "PENDING" and task.scheduled is None:  # queued: the script runs it
+            queue = self._pool(self._regions[task.region], task.account, task.model).queue
+            if task in queue:
+                queue.remove(task)
+        if state != "PENDING" and (task.scheduled is None or task.scheduled > now):
+            task.scheduled = now
+        if state in _FINAL:
+            if task.end is None or task.end > now:
+                task.end = now
+            if state == "FAILED" and task.failure is None:
+                task.failure = ("InternalError.Algo", "Inference error: the task failed.")
+        task.scripted = state
 
     def cancel(self, region_name: str, headers: Mapping[str, str], task_id: str) -> Answer:
         """``POST tasks/{task_id}/cancel``."""

@@ -45,7 +45,9 @@ class FaultKind(enum.StrEnum):
     """What goes wrong.
 
     Attributes:
-        THROTTLE: 429 (default ``Throttling.RateQuota``) with ``Retry-After``.
+        THROTTLE: 429 (default ``Throttling.RateQuota``) with ``Retry-After`` (the
+            rule's ``retry_after`` real seconds; by default the emulator's own, 1
+            emulator second over the time scale), or none with ``send_retry_after=False``.
         SERVER_ERROR: 500 (default ``InternalError``).
         UNAVAILABLE: 503 (default ``ModelUnavailable``).
         SLOW: the right answer, ``delay`` real seconds late.
@@ -121,7 +123,9 @@ class FaultRule:
         status: HTTP status of an error answer (default per kind).
         code: Error code (errors and FAIL_TASK; default per kind).
         message: Error message (default per kind).
-        retry_after: ``Retry-After`` seconds of a THROTTLE answer.
+        retry_after: ``Retry-After`` of a THROTTLE answer, in real seconds (``None``: as
+            the emulator's own rate limit, 1 emulator second over the time scale).
+        send_retry_after: Whether a THROTTLE answer carries ``Retry-After`` at all.
         delay: Real seconds of a SLOW answer or a HANG; between two bytes of a TRICKLE.
         size: Bytes of a HUGE_ANSWER.
     """
@@ -136,6 +140,7 @@ class FaultRule:
     code: str | None = None
     message: str | None = None
     retry_after: float | None = None
+    send_retry_after: bool = True
     delay: float | None = None
     size: int | None = None
 

@@ -324,7 +324,7 @@ def validate(
         )
 
     shot_type = params.get("shot_type", _rules.DEFAULT_SHOT_TYPE)
-    if shot_type not in _rules.SHOT_TYPES:
+    if not isinstance(shot_type, str) or shot_type not in _rules.SHOT_TYPES:
         raise _bad(f"The shot_type must be 'single' or 'multi', got {shot_type!r}.")
 
     audio: bool | None = None
