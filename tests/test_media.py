@@ -109,7 +109,7 @@ def test_video_probe_reads_duration_frame_rate_and_size() -> None:
     """An MP4's duration, average frame rate, picture size and codec come from its boxes."""
     info = video(make_mp4(7, fps=25, width=64, height=48))
     assert info.format == "MP4" and info.codec == "avc1"
-    assert (info.duration, info.frame_rate, info.frames) == (7, 25, 175)
+    assert (info.duration, info.frame_rate, info.frames) == (Fraction(7), Fraction(25), 175)
     assert (info.width, info.height) == (64, 48)
     assert codes(info) == []
 
@@ -201,7 +201,7 @@ def test_moov_after_a_huge_mdat_is_found_by_seeking() -> None:
     moov = movie()
     fh = Sparse(FTYP + mdat_head, hole, moov)
     info = probe_video(fh)  # type: ignore[arg-type]
-    assert (info.duration, info.frame_rate) == (4, 24)
+    assert (info.duration, info.frame_rate) == (Fraction(4), Fraction(24))
     assert fh.read_bytes < 4096
 
 
@@ -214,7 +214,7 @@ def test_compressed_quicktime_movie_header_is_inflated() -> None:
         box(b"cmvd", struct.pack(">I", len(moov)), zlib.compress(moov)),
     )
     info = video(box(b"ftyp", b"qt  ", bytes(4)) + box(b"moov", cmov))
-    assert (info.format, info.duration, info.frame_rate) == ("MOV", 4, 24)
+    assert (info.format, info.duration, info.frame_rate) == ("MOV", Fraction(4), Fraction(24))
 
 
 def test_fragmented_mp4_duration_from_mehd_frame_rate_unchecked(

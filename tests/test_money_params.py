@@ -5,6 +5,7 @@ says what to change."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,7 +120,7 @@ async def test_refused_parameters_send_nothing(tmp_path: Path) -> None:
     """Through the client: each refusal happens before any request reaches the service."""
     with serve(EmulatorConfig(time_scale=600)) as emu:
         async with AsyncWanClient(api_key="sk-money-params", base_url=emu.base_url) as client:
-            bad = [
+            bad: list[dict[str, Any]] = [
                 {"model": "wan2.6-r2v", "audio": False},
                 {"prompt": "character1 " + "y" * 1600},
                 {"prompt": "character1 hugs character3"},

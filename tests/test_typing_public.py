@@ -119,7 +119,7 @@ async def _uses_client() -> None:
         await client.fetch(42)  # type: ignore[arg-type]
         await client.wait(task, timeout="soon")  # type: ignore[arg-type]
         await client.async_call("not a request")  # type: ignore[arg-type]
-        await client.download(result, 7)  # type: ignore[arg-type]
+        await client.download(result, 7)  # type: ignore[call-overload]
 
 
 async def _uses_batches(client: AsyncWanClient, journal: SQLiteJournal) -> None:
