@@ -68,11 +68,15 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def chaos(session: nox.Session) -> None:
-    """Chaos figures: faulted batches, kill-and-resume, fuzzing counts."""
+    """Chaos figures: faulted batches, kill-and-resume, fuzzing counts, and the batches
+    in less kind worlds (list/query lags, late commits, normalized prompts, capped pages)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-q", "-m", "chaos", "-s")
     if os.path.exists("bench/bench_chaos.py"):
         session.run("python", "bench/bench_chaos.py")
+        session.run(
+            "python", "bench/bench_chaos.py", "--world", "--skip", "batch", "resume", "cli", "fuzz"
+        )
 
 
 def _failed(junit: Path) -> list[str]:
