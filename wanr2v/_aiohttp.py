@@ -45,8 +45,6 @@ Guarantees and limits:
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
-import logging
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -55,11 +53,17 @@ import httpx
 
 from ._config import DEFAULT_TIMEOUT
 from ._http import lean_cookies
-from ._lean import AnswerTooLarge
+from ._lean import (
+    AnswerTooLarge,
+    finish,
+    json_body,
+    lean_ok,
+    merged_headers,
+    plain_request,
+)
 
 __all__ = ["AioHttpClient"]
 
-_httpx_logger = logging.getLogger("httpx")
 _INSTALL_HINT = "AioHttpClient needs aiohttp and httpx-aiohttp: pip install 'wanr2v[aiohttp]'"
 
 
@@ -128,21 +132,6 @@ class _Body(httpx.AsyncByteStream):
             if mapped is None:
                 raise
             raise mapped from exc
-
-
-_NONE_ONLY = frozenset({"content", "data", "files", "params", "cookies", "extensions"})
-_CLIENT_DEFAULT_ONLY = frozenset({"auth", "follow_redirects", "timeout"})
-
-
-def _plain(kwargs: dict[str, Any]) -> bool:
-    """Whether ``request``'s other arguments leave a plain request (all unset)."""
-    for key, value in kwargs.items():
-        if key in _NONE_ONLY:
-            if value is not None:
-                return False
-        elif key not in _CLIENT_DEFAULT_ONLY or value is not httpx.USE_CLIENT_DEFAULT:
-            return False
-    return True
 
 
 class _Transport(httpx.AsyncBaseTransport):
@@ -296,21 +285,13 @@ class AioHttpClient(httpx.AsyncClient):
         **kwargs: Any,
     ) -> httpx.Response:
         """As ``httpx.AsyncClient.request``; plain requests take the lean path (above)."""
-        session = self._lean_session() if _plain(kwargs) else None
+        session = self._lean_session() if plain_request(kwargs) else None
         if session is None:
             return await super().request(method, url, json=json, headers=headers, **kwargs)
         return await self._lean_request(session, method, url, json, headers)
 
     def _lean_session(self) -> Any:
-        if (
-            self.is_closed
-            or self._transport is not self._lean_transport
-            or getattr(self, "_mounts", None)
-            or self.auth is not None
-            or str(self.base_url)
-            or any(self.event_hooks.values())
-            or len(self.cookies.jar)
-        ):
+        if self._transport is not self._lean_transport or not lean_ok(self):
             return None
         return self._lean_transport.session()
 
@@ -350,16 +331,8 @@ class AioHttpClient(httpx.AsyncClient):
         headers: Any,
         max_bytes: int | None = None,
     ) -> httpx.Response:
-        merged = dict(self.headers.multi_items())  # httpx's keys are lower case
-        if headers:
-            for key, value in headers.items():
-                merged[key.lower()] = value
-        body = None
-        if json is not None:
-            body = jsonlib.dumps(
-                json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode("utf-8")
-            merged.setdefault("content-type", "application/json")
+        merged = merged_headers(self, headers)
+        body = json_body(json, merged)
         try:
             async with session.request(
                 method,
@@ -387,15 +360,4 @@ class AioHttpClient(httpx.AsyncClient):
         response = httpx.Response(
             status, headers=raw_headers, content=raw, request=request, extensions=extensions
         )
-        if "set-cookie" in response.headers:
-            self.cookies.extract_cookies(response)
-        if _httpx_logger.isEnabledFor(logging.INFO):
-            _httpx_logger.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                method,
-                request.url,
-                "HTTP/1.1",
-                status,
-                response.reason_phrase,
-            )
-        return response
+        return finish(self, response)

@@ -137,17 +137,7 @@ class LeanAsyncClient(httpx.AsyncClient):
         """As ``httpx.AsyncClient.request``; plain requests take the lean path (above)."""
         if not (plain_request(kwargs) and lean_ok(self)):
             return await super().request(method, url, json=json, headers=headers, **kwargs)
-        merged = merged_headers(self, headers)
-        body = json_body(json, merged)
-        request = httpx.Request(
-            method,
-            url,
-            headers=merged,
-            content=body,
-            extensions={"timeout": self.timeout.as_dict()},
-        )
-        response = await self._transport.handle_async_request(request)
-        response.request = request
+        response = await self._send_plain(method, url, json, headers)
         try:
             await response.aread()
         finally:
@@ -161,6 +151,17 @@ class LeanAsyncClient(httpx.AsyncClient):
         ``None`` when this client has something a plain request must go through."""
         if not lean_ok(self):
             return None
+        response = await self._send_plain(method, url, json, headers)
+        try:
+            content = await read_capped(response, max_bytes)
+        finally:
+            await response.aclose()
+        return finish(self, response), content
+
+    async def _send_plain(
+        self, method: str, url: httpx.URL | str, json: Any, headers: Any
+    ) -> httpx.Response:
+        """Build a plain request and hand it to the transport (the body not read yet)."""
         merged = merged_headers(self, headers)
         body = json_body(json, merged)
         request = httpx.Request(
@@ -172,8 +173,4 @@ class LeanAsyncClient(httpx.AsyncClient):
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
-        try:
-            content = await read_capped(response, max_bytes)
-        finally:
-            await response.aclose()
-        return finish(self, response), content
+        return response
