@@ -29,7 +29,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, runtime_checkable
 
@@ -453,6 +453,35 @@ def result_to_dict(result: TaskResult) -> dict[str, Any]:
         usage["extra"] = dict(result.usage.extra)
         out["usage"] = usage
     return {k: v for k, v in out.items() if v is not None}
+
+
+def states_of(
+    states: SubmissionState | Iterable[SubmissionState] | None,
+) -> tuple[SubmissionState, ...] | None:
+    """``states`` as a tuple (``None`` stays ``None``); one state is one state, not the
+    characters of a string (a `SubmissionState` is a ``str``)."""
+    if states is None:
+        return None
+    if isinstance(states, str):
+        return (SubmissionState(states),)
+    return tuple(SubmissionState(s) for s in states)
+
+
+def check_updatable(changes: Mapping[str, Any], check: Callable[[Any, str], None]) -> None:
+    """The arguments of a store's ``update``: only `UPDATABLE_FIELDS`, each value passed
+    through ``check`` (its type and secret checks).
+
+    Raises:
+        TypeError: an unknown or immutable field (naming the settable ones).
+    """
+    unknown = sorted(set(changes) - UPDATABLE_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"update() cannot set {', '.join(unknown)}; "
+            f"settable fields: {', '.join(sorted(UPDATABLE_FIELDS))}."
+        )
+    for name, value in changes.items():
+        check(value, name)
 
 
 def check_no_secrets(value: object, secrets: Iterable[str], *, where: str) -> None:

@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import attrs
 
 from ._base import (
-    UPDATABLE_FIELDS,
     JournalConflictError,
     JournalError,
     SubmissionRecord,
     SubmissionState,
     check_no_secrets,
+    check_updatable,
+    states_of,
 )
 
 if TYPE_CHECKING:
@@ -95,16 +96,6 @@ def _encode(record: SubmissionRecord) -> str:
 
 def _decode(text: str) -> SubmissionRecord:
     return SubmissionRecord(**json.loads(text))
-
-
-def _states(
-    states: SubmissionState | Iterable[SubmissionState] | None,
-) -> tuple[SubmissionState, ...] | None:
-    if states is None:
-        return None
-    if isinstance(states, str):
-        return (SubmissionState(states),)
-    return tuple(SubmissionState(s) for s in states)
 
 
 class RedisJournal:
@@ -261,15 +252,8 @@ class RedisJournal:
         """
         import time
 
-        unknown = sorted(set(changes) - UPDATABLE_FIELDS)
-        if unknown:
-            raise TypeError(
-                f"update() cannot set {', '.join(unknown)}; "
-                f"settable fields: {', '.join(sorted(UPDATABLE_FIELDS))}."
-            )
-        for name, value in changes.items():
-            self._check(value, name)
-        expected = _states(expect_state)
+        check_updatable(changes, self._check)
+        expected = states_of(expect_state)
         text = await self._do(lambda r: r.hget(self._k("records"), submission_id))
         while True:
             if text is None:
@@ -312,7 +296,7 @@ class RedisJournal:
         self, states: SubmissionState | Iterable[SubmissionState] | None = None
     ) -> tuple[SubmissionRecord, ...]:
         """The records (in one state or several; all when ``None``) in insertion order."""
-        wanted = _states(states)
+        wanted = states_of(states)
 
         async def read(redis: Redis) -> list[str | None]:
             ids = await redis.lrange(self._k("order"), 0, -1)

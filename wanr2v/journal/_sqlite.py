@@ -58,7 +58,6 @@ import anyio.to_thread
 import attrs
 
 from ._base import (
-    UPDATABLE_FIELDS,
     JournalBusyError,
     JournalConflictError,
     JournalError,
@@ -67,6 +66,8 @@ from ._base import (
     SubmissionRecord,
     SubmissionState,
     check_no_secrets,
+    check_updatable,
+    states_of,
 )
 
 __all__ = ["DEFAULT_LEASE_TTL", "SCHEMA_VERSION", "SQLiteJournal"]
@@ -144,17 +145,6 @@ def _dumps(value: Any, where: str) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where} must hold JSON values only: {exc}") from None
-
-
-def _states(
-    states: SubmissionState | Iterable[SubmissionState] | None,
-) -> tuple[SubmissionState, ...] | None:
-    # A SubmissionState is a str, hence iterable: wrap it before iterating.
-    if states is None:
-        return None
-    if isinstance(states, str):
-        return (SubmissionState(states),)
-    return tuple(SubmissionState(s) for s in states)
 
 
 class SQLiteJournal:
@@ -519,15 +509,8 @@ class SQLiteJournal:
             JournalConflictError: the state was not ``expect_state``, or the task id is
                 claimed by another record.
         """
-        unknown = sorted(set(changes) - UPDATABLE_FIELDS)
-        if unknown:
-            raise TypeError(
-                f"update() cannot set {', '.join(unknown)}; "
-                f"settable fields: {', '.join(sorted(UPDATABLE_FIELDS))}."
-            )
-        for name, value in changes.items():
-            self._check(value, name)
-        expected = _states(expect_state)
+        check_updatable(changes, self._check)
+        expected = states_of(expect_state)
         assignments = ", ".join(f"{name} = ?" for name in _COLUMNS)
 
         def conflict(current: SubmissionRecord, expected: tuple[SubmissionState, ...]) -> None:
@@ -575,7 +558,7 @@ class SQLiteJournal:
         self, states: SubmissionState | Iterable[SubmissionState] | None = None
     ) -> tuple[SubmissionRecord, ...]:
         """The records (in one state or several; all when ``None``) in insertion order."""
-        wanted = _states(states)
+        wanted = states_of(states)
 
         def select(conn: sqlite3.Connection) -> tuple[SubmissionRecord, ...]:
             if wanted is None:
