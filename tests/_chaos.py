@@ -275,7 +275,7 @@ async def run_faulted_batch(
                         items.append(item)
             wall = time.monotonic() - started
             governor = client.governor.statistics()
-            scheduler = client.scheduler.statistics()
+            scheduler = client._scheduler.statistics()
             cstats = client.statistics()
         emu.faults.clear()
         stats = emu.stats()

@@ -165,8 +165,8 @@ async def test_resume_after_crash_never_pays_twice(tmp_path: Path) -> None:
         async with client_for(emu) as c, SQLiteJournal(db) as j:
             # 1: sent and created on the server, but the crash hit before the answer was recorded.
             r1 = await j.add(SubmissionRecord.new("1", wanr2v.VideoRequest(**req(1))))  # type: ignore[arg-type]
-            body, _ = await c.prepare(r1.video_request())
-            t1 = await c.submit_body(body)
+            body, _ = await c._creator.prepare(r1.video_request())
+            t1 = await c._creator.submit(body)
             await j.update(
                 r1.submission_id,
                 state=SubmissionState.SENDING,
@@ -176,7 +176,7 @@ async def test_resume_after_crash_never_pays_twice(tmp_path: Path) -> None:
             )
             # 2: recorded SENDING, but the create never reached the server.
             r2 = await j.add(SubmissionRecord.new("2", wanr2v.VideoRequest(**req(2))))  # type: ignore[arg-type]
-            body2, _ = await c.prepare(r2.video_request())
+            body2, _ = await c._creator.prepare(r2.video_request())
             await j.update(
                 r2.submission_id,
                 state=SubmissionState.SENDING,

@@ -68,7 +68,7 @@ def test_custom_host_keeps_the_region_it_is_said_to_serve(env: pytest.MonkeyPatc
     env.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/api/v1")
     c = AsyncWanClient(regions={"singapore": "sk-other-0123456789"})
     assert c.base_url == "http://127.0.0.1:9/api/v1"
-    assert c.session_for_region("singapore").base_url == SINGAPORE
+    assert c._routing.for_region("singapore").base_url == SINGAPORE
 
 
 @pytest.mark.parametrize(

@@ -522,7 +522,7 @@ def test_any_answer_through_the_client_is_a_result_or_a_typed_error(
                             async for _ in client.list_tasks(max_items=20):
                                 pass
                         elif verb == "policy":
-                            await client.get_upload_policy("wan2.6-r2v")
+                            await client._get_upload_policy("wan2.6-r2v")
                         elif verb == "cancel":
                             await client.cancel("task-1")
                         else:

@@ -207,7 +207,7 @@ async def test_key_never_in_repr_or_errors(api_key: str) -> None:
     """The key is masked in reprs and absent from error text."""
     c = AsyncWanClient()
     assert API_KEY not in repr(c) and "sk-…cdef" in repr(c)
-    assert API_KEY not in repr(c._session)
+    assert API_KEY not in repr(c._routing.default)
     await c.aclose()
 
 

@@ -13,7 +13,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
-from wanr2v import InvalidParameterError, RateLimitError, SubmitOutcomeUnknownError
+from wanr2v import InvalidParameterError, RateLimitError, SubmitOutcomeUnknownError, VideoRequest
 from wanr2v.journal import (
     DuplicateRequestError,
     JournalAccountError,
@@ -349,22 +349,28 @@ async def test_an_error_while_reconciling_a_lost_create_is_not_a_refusal(tmp_pat
         assert emu.stats().tasks_created == 1 and emu.stats().duplicate_creates == 0
 
 
-def test_only_the_create_requests_own_answer_counts_as_a_refusal() -> None:
-    """An error raised by the API session's request for a create proves no task was
-    made; the same error raised by a list or a query (a lookup) proves nothing."""
-    from wanr2v._batch import _from_create
-    from wanr2v._exceptions import BadRequestError
+async def test_only_the_create_requests_own_answer_counts_as_a_refusal() -> None:
+    """The create path returns the service's error answer to a create itself as a typed
+    refusal (nothing was made); an error of a lookup while reconciling (a throttled
+    list after a lost answer) is raised instead, and leaves the create unresolved."""
+    from wanr2v._create import Refused
 
-    def request(kind: str) -> None:
-        raise BadRequestError("HTTP 400 InvalidParameter: no", status_code=400)
+    with serve(emulator()) as emu:
+        async with client_for(emu, api_key=KEY_A, max_retries=0, reconcile_grace=0.05) as c:
+            body, headers = await c._creator.prepare(VideoRequest(**req(1)))  # type: ignore[arg-type]
+            emu.faults.add(FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.CREATE, count=1))
+            outcome = await c._creator.attempt(body, headers=headers)
+            assert isinstance(outcome, Refused) and isinstance(outcome.error, RateLimitError)
+            assert c.unresolved == []
 
-    caught = []
-    for kind in ("create", "list", "query"):
-        try:
-            request(kind)
-        except BadRequestError as exc:
-            caught.append(_from_create(exc))
-    assert caught == [True, False, False]
+            emu.faults.add(
+                FaultRule(kind=FaultKind.DROP_AFTER_COMMIT, endpoint=Endpoint.CREATE, count=1)
+            )
+            emu.faults.add(FaultRule(kind=FaultKind.THROTTLE, endpoint=Endpoint.LIST, count=1))
+            with pytest.raises((SubmitOutcomeUnknownError, RateLimitError)):
+                await c._creator.attempt(body, headers=headers)
+            assert len(c.unresolved) == 1
+        assert emu.stats().tasks_created == 1
 
 
 # --- a journal lost mid-run -----------------------------------------------------------------

@@ -113,8 +113,8 @@ def test_settle_and_grace_settings_are_checked() -> None:
     ``PollPolicy.unknown_grace`` defaults to 30 s and refuses negatives."""
     with serve(world(1)) as emu:
         client = client_for(emu)
-        assert client.reconcile_settle == 15.0
-        assert client.scheduler.policy.unknown_grace == 30.0
+        assert client._creator.settle == 15.0
+        assert client._scheduler.policy.unknown_grace == 30.0
         with pytest.raises(ConfigurationError, match="reconcile_settle"):
             client_for(emu, reconcile_settle=-1.0)
     with pytest.raises(ValueError, match="unknown_grace"):
@@ -170,7 +170,9 @@ async def test_small_pages_are_all_read() -> None:
             for i in range(8):  # newer, so listed first: the lost one is last
                 await other.async_call(**{**FIELDS, "prompt": f"another take {i}"})
             with anyio.fail_after(30):
-                found = await client.reconcile(_body(FIELDS), sent_at=sent_at, error=err.value)
+                found = await client._creator.reconcile(
+                    _body(FIELDS), sent_at=sent_at, error=err.value
+                )
         st = emu.stats()
         first = emu.task_records()[0]
     assert found is not None and found.task_id == first.task_id
@@ -236,7 +238,7 @@ async def test_two_look_alike_candidates_refuse() -> None:
                     await once.async_call(**FIELDS)
             await other.async_call(**{**FIELDS, "prompt": FIELDS["prompt"] + "  "})
             with pytest.raises(SubmitOutcomeUnknownError) as err, anyio.fail_after(30):
-                await client.reconcile(body, sent_at=sent_at, error=lost(body))
+                await client._creator.reconcile(body, sent_at=sent_at, error=lost(body))
         st = emu.stats()
         ids = {r.task_id for r in emu.task_records()}
     assert st.tasks_created == 2 and len(ids) == 2
@@ -253,7 +255,7 @@ async def test_same_prompt_other_size_is_someone_elses() -> None:
             sent_at = time.time()
             theirs = await other.async_call(**{**FIELDS, "size": "960*960"})
             with anyio.fail_after(30):
-                found = await client.reconcile(body, sent_at=sent_at, error=lost(body))
+                found = await client._creator.reconcile(body, sent_at=sent_at, error=lost(body))
             assert (await client.fetch(theirs)).orig_prompt == FIELDS["prompt"]
     assert found is None
 

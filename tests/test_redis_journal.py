@@ -277,7 +277,7 @@ async def test_reconciliation_never_adopts_a_task_another_worker_claimed(
     req = requests(1)["item-0"]
     async with RedisJournal(redis_server.uri, name="r") as j, client_for(emulator) as a:
         t = await a.async_call(req)
-        body, _ = await a.prepare(req)
+        body, _ = await a._creator.prepare(req)
         await j.add(SubmissionRecord.new("a", req, state=S.CREATED, task_id=t.task_id))
         await j.add(
             SubmissionRecord.new(

@@ -455,7 +455,7 @@ def test_the_environment_names_the_store(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("WANR2V_STORAGE_URI", "redis://127.0.0.1:1/0")
     client = AsyncWanClient(api_key=KEY, regions={"singapore": "sk-other-region-key"})
     assert client.storage_uri == "redis://127.0.0.1:1/0"
-    budgets = [client.session_for_region(r).governor.shared for r in client.regions]
+    budgets = [client._routing.for_region(r).governor.shared for r in client.regions]
     assert all(isinstance(b, RedisBudget) for b in budgets)
     assert len({b.prefix for b in budgets if isinstance(b, RedisBudget)}) == 2
     monkeypatch.delenv("WANR2V_STORAGE_URI")

@@ -12,6 +12,7 @@ import respx
 
 import wanr2v
 from wanr2v import AsyncWanClient, Limits, PollPolicy, RegionEndpoint
+from wanr2v._helpers import task_ref
 from wanr2v.testing import Emulator, EmulatorConfig, RegionConfig, serve
 
 pytestmark = pytest.mark.anyio
@@ -160,10 +161,10 @@ async def test_spread_batch_uses_both_regions_with_own_quotas(two_regions: Emula
 def test_task_id_alone_assumes_default_region(api_key: str) -> None:
     """A bare task id is documented to live in the client's default region."""
     c = AsyncWanClient(region="singapore")
-    assert c._ref("abc") == ("abc", None)
+    assert task_ref("abc") == ("abc", None)
     assert c.regions == ("singapore",)
     with pytest.raises(wanr2v.ConfigurationError, match="no key for it"):
-        c._session_for("https://dashscope-us.aliyuncs.com/api/v1")
+        c._routing.session_for("https://dashscope-us.aliyuncs.com/api/v1")
 
 
 async def test_handle_from_id_says_its_region(two_regions: Emulator) -> None:

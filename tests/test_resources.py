@@ -198,4 +198,4 @@ async def test_abandoned_waits_do_not_accumulate_in_the_scheduler(emulator: Emul
         for _ in range(10):
             with anyio.move_on_after(0.05):
                 await client.call(**_chaos.requests(1, next(_SEEDS))["item-0000"])
-        assert client.scheduler.statistics().watched == 0
+        assert client._scheduler.statistics().watched == 0

@@ -84,7 +84,7 @@ async def test_key_never_in_logs_reprs_errors_or_journal(
                         reqs, journal=journal, download_to=tmp_path / "out"
                     )
                 texts = [repr(client), repr(client.statistics()), repr(client.http.headers)]
-                texts += [repr(s) for s in client._sessions.values()]
+                texts += [repr(s) for s in client._routing.sessions.values()]
                 texts += [repr(it) for it in items]
                 texts += [_everything_about(it.error) for it in items if it.error is not None]
                 texts += [repr(r) for r in await journal.list()]
@@ -136,7 +136,7 @@ def test_reprs_mask_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
         repr(client),
         str(client),
         repr(RegionEndpoint(api_key=KEY)),
-        repr(client._session),
+        repr(client._routing.default),
     ):
         assert_clean(text, "a repr")
     assert KEY[-4:] in repr(client)

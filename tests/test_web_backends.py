@@ -112,7 +112,7 @@ async def test_on_event_streams_one_calls_states_only(emulator: Emulator) -> Non
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, 0)
             tg.start_soon(one, 1)
-        assert not c.events._callbacks  # every per-call subscription was removed
+        assert not c._events._callbacks  # every per-call subscription was removed
     for i in (0, 1):
         kinds = [e.kind for e in seen[i]]
         assert kinds[0] == "created" and kinds[-1] == "succeeded", kinds

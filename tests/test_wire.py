@@ -308,7 +308,7 @@ async def test_get_policy_wire(api_key: str) -> None:
         )
     )
     async with client() as c:
-        pol = await c.get_upload_policy("wan2.6-r2v-flash")
+        pol = await c._get_upload_policy("wan2.6-r2v-flash")
     assert dict(route.calls.last.request.url.params) == {
         "action": "getPolicy",
         "model": "wan2.6-r2v-flash",

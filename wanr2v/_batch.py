@@ -62,6 +62,7 @@ from ._exceptions import (
     WanError,
     collapsing_groups,
 )
+from ._helpers import raise_for_status
 from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
 from ._wire import fingerprint
 from .journal import (
@@ -79,8 +80,8 @@ from .journal import (
 )
 
 if TYPE_CHECKING:
-    from ._client import AsyncWanClient
     from ._http import ApiSession
+    from ._protocols import BatchTasks, Emitter, Routing, SafeCreate, Watcher
 
 __all__ = ["BatchItem", "BatchRunner", "BatchSummary", "BudgetExceededError", "CancelPolicy"]
 
@@ -233,8 +234,15 @@ def _items(requests: Requests) -> list[tuple[Any, VideoRequest]]:
 class BatchRunner:
     """Runs items through the client, optionally journaled and downloading.
 
+    Made by the client's ``run_many``, ``as_completed`` and ``resume``; it uses only
+    the narrow parts it is given (``wanr2v._protocols``), never the client itself.
+
     Args:
-        client: the client (its governor and scheduler are shared by all items).
+        tasks: waits for, downloads and cancels a task (the client's public verbs).
+        routing: the sessions per region (an item's governor is its region's).
+        create: the safe create (prepare, send once, reconcile a lost answer).
+        scheduler: the poll scheduler shared by all items.
+        events: lifecycle events (a task's batch key goes there).
         journal: a `JournalStore`; every submission is recorded
             before its create is sent, so a crashed batch resumes without paying twice.
         download_to: a folder to save each video into as soon as it succeeds.
@@ -257,8 +265,12 @@ class BatchRunner:
 
     def __init__(
         self,
-        client: AsyncWanClient,
+        tasks: BatchTasks,
         *,
+        routing: Routing,
+        create: SafeCreate,
+        scheduler: Watcher,
+        events: Emitter,
         journal: JournalStore | None = None,
         download_to: str | os.PathLike[str] | None = None,
         fail_fast: bool = False,
@@ -278,7 +290,11 @@ class BatchRunner:
         self.budget_usd = budget_usd
         self._committed = 0.0
         self._budget_lock = anyio.Lock()
-        self.client = client
+        self.tasks = tasks
+        self.routing = routing
+        self.create = create
+        self.scheduler = scheduler
+        self.events = events
         self.journal = journal
         self.download_to: Path | None = Path(download_to) if download_to is not None else None
         self.fail_fast = fail_fast
@@ -287,7 +303,7 @@ class BatchRunner:
         self.allow_duplicates = allow_duplicates
         self._workers: anyio.CancelScope | None = None
         self._outer: anyio.CancelScope | None = None
-        self._unresolved_at_start = len(client.unresolved)
+        self._unresolved_at_start = len(create.unresolved)
         self._live: dict[str, Task] = {}
         self._lease: LeasedJournal | None = None
         self._lease_interval: float | None = None
@@ -509,8 +525,8 @@ class BatchRunner:
     def _accounts(self) -> dict[str, str]:
         """``{base_url: fingerprint}`` of the client's keys (never the keys)."""
         out = {}
-        for region in self.client.regions:
-            session = self.client.session_for_region(region)
+        for region in self.routing.regions:
+            session = self.routing.for_region(region)
             auth = session.headers("query").get("Authorization", "")
             out[session.base_url] = account_fingerprint(auth.removeprefix("Bearer "))
         return out
@@ -611,7 +627,7 @@ class BatchRunner:
             raise self._fatal
 
     async def _cleanup(self) -> None:
-        unresolved = len(self.client.unresolved) - self._unresolved_at_start
+        unresolved = len(self.create.unresolved) - self._unresolved_at_start
         if unresolved > 0:
             logger.warning(
                 "%d create(s) had an unknown outcome when the batch stopped: a task may exist "
@@ -624,7 +640,7 @@ class BatchRunner:
         pending = [
             t
             for t in self._live.values()
-            if self.client.scheduler.last_status(t.task_id) is not TaskStatus.RUNNING
+            if self.scheduler.last_status(t.task_id) is not TaskStatus.RUNNING
         ]
         if not pending:
             return
@@ -636,7 +652,7 @@ class BatchRunner:
 
     async def _cancel_quietly(self, task: Task) -> None:
         try:
-            await self.client.cancel(task)
+            await self.tasks.cancel(task)
             if self.journal is not None:
                 rec = await self.journal.get_by_task_id(task.task_id)
                 if rec is not None:
@@ -716,20 +732,18 @@ class BatchRunner:
             async with session.governor.task_slot():
                 task = await self._ensure_task(key, req, rec, session.base_url)
                 self._live[task.task_id] = task
-                self.client.events.keys[task.task_id] = key
-                result = await self.client.wait(task, raise_on_failure=False)
+                self.events.keys[task.task_id] = key
+                result = await self.tasks.wait(task, raise_on_failure=False)
             # Final: no longer ours to cancel. (On cancellation the task stays in
             # ``_live`` so that the cancel policy can act on it.)
             self._live.pop(task.task_id, None)
             self._settle_result(req, result)
             await self._record_result(rec, result)
-            from ._client import raise_for_status
-
             raise_for_status(result)
             path = None
             if self.download_to is not None:
                 target = self.download_to / self._file_name(key, task, req)
-                path = await self.client.download(result, target)
+                path = await self.tasks.download(result, target)
                 await self._record(rec, state=SubmissionState.DOWNLOADED, download_path=str(path))
             return BatchItem(key=key, request=req, task=task, result=result, path=path)
         except Exception as exc:  # one item's failure is its own outcome
@@ -754,14 +768,14 @@ class BatchRunner:
 
     def _session_for_item(self, req: VideoRequest, rec: SubmissionRecord | None) -> ApiSession:
         """Where an item's task lives or goes (least loaded capable region with spread)."""
-        client = self.client
+        routing = self.routing
         if rec is not None and rec.base_url:
-            return client._session_for(rec.base_url)
+            return routing.session_for(rec.base_url)
         if not self.spread:
-            return client.route(req)
-        eligible = client.eligible_sessions(req)
+            return routing.route(req)
+        eligible = routing.eligible(req)
         if not eligible:
-            return client.route(req)  # raises the clear refusal
+            return routing.route(req)  # raises the clear refusal
 
         def load(s: ApiSession) -> float:
             st = s.governor.statistics()
@@ -774,12 +788,11 @@ class BatchRunner:
         self, key: Any, req: VideoRequest, rec: SubmissionRecord | None, base_url: str
     ) -> Task:
         """The item's task: the journal's, a reconciled one, or a new create."""
-        client = self.client
         expect = [SubmissionState.NEW]
         if rec is not None:
             rec = await self._refresh(rec)
             if rec.task_id:
-                client.scheduler.register_submission(
+                self.scheduler.register_submission(
                     rec.task_id, rec.base_url, submitted_at=rec.sent_at
                 )
                 return Task(
@@ -810,12 +823,12 @@ class BatchRunner:
         base_url: str,
         expect: list[SubmissionState],
     ) -> Task:
-        client = self.client
+        create = self.create
         if rec is not None and rec.body is not None:
             body: Mapping[str, Any] = rec.body
             headers = _headers_for(body)
         else:
-            body, headers = await client.prepare(req, base_url=base_url)
+            body, headers = await create.prepare(req, base_url=base_url)
         sid = rec.submission_id if rec is not None else None
         attempts = [rec.attempts if rec is not None else 0]
 
@@ -834,7 +847,7 @@ class BatchRunner:
                 fingerprint=fingerprint(body),
                 sent_at=sent_at,
                 base_url=base_url,
-                region=client._region_of(base_url),
+                region=self.routing.region_of(base_url),
                 attempts=attempts[0],
             )
             expect[0] = SubmissionState.SENDING  # a retry of a refused send is ours too
@@ -843,9 +856,9 @@ class BatchRunner:
         # Local work (checks, uploads) is done and free: only now does the item take its
         # estimate from the budget, so an item failing locally never holds any.
         reserved = await self._reserve(key, req)
-        unresolved = len(client.unresolved)
+        unresolved = len(create.unresolved)
         try:
-            task = await client.submit_body(
+            outcome = await create.attempt(
                 body,
                 headers=headers,
                 submission_id=sid,
@@ -854,23 +867,23 @@ class BatchRunner:
                 base_url=base_url,
                 key=key,
             )
-        except SubmitOutcomeUnknownError:
-            raise  # a task may exist: its estimate stays committed
-        except APIError as exc:
-            # An error *answer* to the create (not a lost one, which is
-            # SubmitOutcomeUnknownError, nor a failed lookup while reconciling, which
-            # leaves an unresolved create behind and is raised by a list or a query):
-            # the service made nothing. Both checks must agree; when unsure, the
-            # record stays SENDING and resume reconciles it.
-            if len(client.unresolved) == unresolved and _from_create(exc):
-                self._settle(reserved, 0.0)
-                if rec is not None:
-                    await self._record_refusal(rec, exc)
+        except (SubmitOutcomeUnknownError, APIError):
+            # A task may exist: a lost answer, or an error of a lookup while reconciling
+            # (never the create's own answer, which comes back as a refusal below). Its
+            # estimate stays committed; the record stays SENDING, resume reconciles it.
             raise
         except Exception:
-            if len(client.unresolved) == unresolved:
+            if len(create.unresolved) == unresolved:
                 self._settle(reserved, 0.0)  # provably nothing was made
             raise
+        if not isinstance(outcome, Task):
+            # The service's error *answer* to the create itself (a typed outcome of the
+            # create path, never guessed from the exception): nothing was made.
+            self._settle(reserved, 0.0)
+            if rec is not None:
+                await self._record_refusal(rec, outcome.error)
+            raise outcome.error
+        task = outcome
         self._live[task.task_id] = task  # before any await: a cancel policy must see it
         with anyio.CancelScope(shield=True):  # what is known is recorded, even when cancelled
             await self._record(
@@ -895,7 +908,7 @@ class BatchRunner:
         )
         await self._record(rec, state=SubmissionState.AMBIGUOUS)
         claimed = self.journal.known_task_ids if self.journal is not None else None
-        task = await self.client.reconcile(
+        task = await self.create.reconcile(
             rec.body,
             sent_at=rec.sent_at or time.time(),
             error=error,
@@ -1027,19 +1040,6 @@ def _remove_parts(folder: Path, names: Iterable[str]) -> None:
         for part in folder.glob(f".{glob.escape(name)}.*.part"):
             with suppress(OSError):
                 part.unlink()
-
-
-def _from_create(exc: BaseException) -> bool:
-    """Whether ``exc`` is the answer to a create request itself (raised by the API
-    session's ``request`` for kind ``"create"``), not to a list or query made while
-    reconciling: only the former proves that no task was made."""
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "request" and frame.f_locals.get("kind") == "create":
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:

@@ -69,7 +69,7 @@ from ._models import Task, TaskResult, TaskStatus, TaskSummary
 from ._wire import fingerprint, format_list_time, parse_list
 
 if TYPE_CHECKING:
-    from ._client import AsyncWanClient
+    from ._protocols import Lookup
 
 PROMPT_LIMIT = 1500
 DATE_MARGIN_S = 5.0
@@ -139,11 +139,11 @@ def _server_time_at(
 
 
 async def _listing(
-    client: AsyncWanClient, model: str, base_url: str | None, since: float | None
+    client: Lookup, model: str, base_url: str | None, since: float | None
 ) -> tuple[list[TaskSummary], bool]:
     """The account's tasks of ``model`` (from ``since``, server time), and whether the
     listing is complete (at least the service's ``total`` seen)."""
-    session = client._session_for(base_url)
+    session = client.routing.session_for(base_url)
     params: dict[str, Any] = {"model_name": model}
     if since is not None:
         params["start_time"] = format_list_time(datetime.fromtimestamp(math.floor(since), UTC))
@@ -184,9 +184,9 @@ async def _listing(
     return list(seen.values()), complete
 
 
-async def _fetch(client: AsyncWanClient, task_id: str, base_url: str | None) -> TaskResult | None:
+async def _fetch(client: Lookup, task_id: str, base_url: str | None) -> TaskResult | None:
     try:
-        return await client._fetch(task_id, base_url, priority=-math.inf)
+        return await client.query(task_id, base_url)
     except WanError:
         return None
 
@@ -210,7 +210,7 @@ def _verdict(result: TaskResult | None, body: Mapping[str, Any], prompt: str) ->
 
 
 async def _settle_candidate(
-    client: AsyncWanClient,
+    client: Lookup,
     task_id: str,
     base_url: str | None,
     body: Mapping[str, Any],
@@ -219,7 +219,7 @@ async def _settle_candidate(
 ) -> str:
     """Wait for a candidate to answer (UNKNOWN: within ``unknown_grace``) and to be final
     (within ``reconcile_wait``); return its final verdict."""
-    policy = client.scheduler.policy
+    policy = client.policy
     if verdict == "unknown":
         # Listed but UNKNOWN to queries: a young task whose queries lag. Ask again.
         step = max(policy.min_interval, 1.0) / policy.time_scale
@@ -234,7 +234,7 @@ async def _settle_candidate(
             return "unverified"
     if verdict == "wait":
         with anyio.move_on_after(client.reconcile_wait):
-            await client.scheduler.wait(task_id, base_url)
+            await client.wait_final(task_id, base_url)
         verdict = _verdict(await _fetch(client, task_id, base_url), body, prompt)
         if verdict in ("wait", "unknown"):
             return "unverified"
@@ -242,7 +242,7 @@ async def _settle_candidate(
 
 
 async def find_lost_task(
-    client: AsyncWanClient,
+    client: Lookup,
     body: Mapping[str, Any],
     *,
     sent_at: float,
@@ -260,8 +260,8 @@ async def find_lost_task(
     model = str(body.get("model"))
     inp = body.get("input")
     prompt = str(inp.get("prompt", "")) if isinstance(inp, Mapping) else ""
-    session = client._session_for(base_url)
-    scale = client.scheduler.policy.time_scale
+    session = client.routing.session_for(base_url)
+    scale = client.policy.time_scale
     others: set[str] = set()  # proven someone else's (or not billed) in an earlier look
     while True:
         listed_at = time.time()
@@ -318,7 +318,7 @@ async def find_lost_task(
                 task_id=matches[0],
                 status=TaskStatus.PENDING,
                 base_url=session.base_url,
-                region=client._region_of(session.base_url),
+                region=client.routing.region_of(session.base_url),
                 model=model,
                 submitted_at=sent_at,
                 fingerprint=fingerprint(body),

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from ._storage import SharedStorageError, StorageStatistics, redact_uri
+from ._storage_base import SharedStorageError, StorageStatistics, redact_uri
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

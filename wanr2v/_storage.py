@@ -15,8 +15,9 @@ semaphores are the whole story (`open_storage` returns ``None``). With
 Redis (`wanr2v._redis`), keyed by account (a fingerprint of the API key, never
 the key) and region.
 
-This module holds the protocol, the errors and the URI parsing; it imports no Redis
-client.
+This module holds the protocol and the URI parsing (the error, the statistics record
+and ``redact_uri`` live in ``wanr2v._storage_base``, which the Redis backend shares
+without importing this module back); it imports no Redis client.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._exceptions import ConfigurationError
+from ._storage_base import SharedStorageError, StorageStatistics, redact_uri
 
 if TYPE_CHECKING:
     from ._limits import Kind
@@ -43,15 +45,6 @@ __all__ = [
 
 ENV_STORAGE_URI: Final = "WANR2V_STORAGE_URI"
 """Environment variable naming the shared store (``redis://host:port/db``)."""
-
-
-class SharedStorageError(ConfigurationError):
-    """The shared store (``storage_uri``) cannot be used: unreachable at start, or not
-    usable here (e.g. the Redis client is asyncio-only and the caller runs trio).
-
-    Once a client has reached the store, losing it later is not an error: the client
-    falls back to a conservative in-process share and logs a warning.
-    """
 
 
 @runtime_checkable
@@ -97,52 +90,6 @@ class SharedBudget(Protocol):
         ...
 
 
-class StorageStatistics:
-    """A snapshot of a shared budget (plain attributes, for displays and benchmarks).
-
-    Attributes:
-        backend: ``"redis"``.
-        degraded: the store was lost and the client runs on its in-process share.
-        live_processes: the processes of this account and region the store last saw.
-        slots_held: task slots this process holds.
-        fallbacks: how many times the store was lost mid-run.
-        shared_polls: task queries answered by another process's recent answer.
-    """
-
-    __slots__ = (
-        "backend",
-        "degraded",
-        "fallbacks",
-        "live_processes",
-        "shared_polls",
-        "slots_held",
-    )
-
-    def __init__(
-        self,
-        *,
-        backend: str,
-        degraded: bool,
-        live_processes: int,
-        slots_held: int,
-        fallbacks: int,
-        shared_polls: int = 0,
-    ) -> None:
-        self.backend = backend
-        self.degraded = degraded
-        self.live_processes = live_processes
-        self.slots_held = slots_held
-        self.fallbacks = fallbacks
-        self.shared_polls = shared_polls
-
-    def __repr__(self) -> str:
-        return (
-            f"StorageStatistics(backend={self.backend!r}, degraded={self.degraded}, "
-            f"live_processes={self.live_processes}, slots_held={self.slots_held}, "
-            f"fallbacks={self.fallbacks}, shared_polls={self.shared_polls})"
-        )
-
-
 def account_fingerprint(api_key: str) -> str:
     """A stable, non-reversible name for an account's key (16 hex digits of SHA-256).
 
@@ -150,16 +97,6 @@ def account_fingerprint(api_key: str) -> str:
     never sent to the store.
     """
     return hashlib.sha256(b"wanr2v-account\0" + api_key.encode()).hexdigest()[:16]
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (for messages and reprs)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest:
-        return uri
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user + ':' if user else ''}***@{host}"
 
 
 def resolve_storage_uri(uri: str | None) -> str | None:

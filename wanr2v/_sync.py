@@ -40,8 +40,9 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import _config
 from ._batch import BatchItem, CancelPolicy, Requests
-from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, TaskLike
+from ._client import AsyncWanClient
 from ._events import TaskEvent
+from ._helpers import ClientStatistics, TaskLike
 from ._models import (
     ModelName,
     Reference,
@@ -54,6 +55,7 @@ from ._models import (
     VideoRequest,
     keyword_hints,
 )
+from ._routing import RegionEndpoint
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -312,8 +314,12 @@ class WanClient:
         extra_parameters: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         region: str | None = None,
+        on_event: Callable[[TaskEvent], object] | None = None,
     ) -> TaskResult:
         """Create a task and wait for it; see `AsyncWanClient.call`.
+
+        ``on_event`` gets this task's events only (``created``, then each status
+        change), called in the event loop's thread while the call lasts.
 
         Raises:
             TaskFailedError, TaskCanceledError, TaskNotFoundError: a bad end.
@@ -339,6 +345,7 @@ class WanClient:
                 extra_parameters=extra_parameters,
                 timeout=timeout,
                 region=region,
+                on_event=on_event,
             )
 
         return self._run(go)
@@ -354,12 +361,23 @@ class WanClient:
         return self._run(self._aio.fetch, task)
 
     def wait(
-        self, task: TaskLike, *, timeout: float | None = None, raise_on_failure: bool = True
+        self,
+        task: TaskLike,
+        *,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+        on_event: Callable[[TaskEvent], object] | None = None,
     ) -> TaskResult:
-        """Block until the task is final; see `AsyncWanClient.wait`."""
+        """Block until the task is final; see `AsyncWanClient.wait`.
+
+        ``on_event`` gets this task's events while the wait lasts (in the event loop's
+        thread).
+        """
 
         async def go() -> TaskResult:
-            return await self._aio.wait(task, timeout=timeout, raise_on_failure=raise_on_failure)
+            return await self._aio.wait(
+                task, timeout=timeout, raise_on_failure=raise_on_failure, on_event=on_event
+            )
 
         return self._run(go)
 

@@ -27,8 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from wanr2v.testing import _rules
-from wanr2v.testing._emulator import Answer
+import wanr2v.testing._rules as _rules
 from wanr2v.testing._faults import (
     DEFAULT_HANG_S,
     DEFAULT_HUGE_BYTES,
@@ -37,6 +36,7 @@ from wanr2v.testing._faults import (
     FaultKind,
     FaultRule,
 )
+from wanr2v.testing._records import Answer
 
 if TYPE_CHECKING:
     from wanr2v.testing._emulator import Emulator

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from wanr2v.testing import _rules
+import wanr2v.testing._rules as _rules
 from wanr2v.testing._clock import Clock
 
 __all__ = ["EmulatorConfig", "GenerationTime", "Quotas", "RegionConfig"]

@@ -39,12 +39,12 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from wanr2v.testing import _rules
+import wanr2v.testing._rules as _rules
 from wanr2v.testing._clock import Clock, ScaledClock
 from wanr2v.testing._config import WORLD_KNOBS, EmulatorConfig, Quotas, RegionConfig
 from wanr2v.testing._faults import Faults
 from wanr2v.testing._mp4 import make_mp4
-from wanr2v.testing._records import EmulatorStats, HostRequest, TaskRecord
+from wanr2v.testing._records import Answer, EmulatorStats, HostRequest, TaskRecord
 from wanr2v.testing._validation import (
     Invalid,
     ValidRequest,
@@ -62,16 +62,6 @@ __all__ = ["Answer", "Emulator"]
 
 _FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
 IN_PROCESS_ORIGIN = "http://wanr2v-emulator.local"
-
-
-@attrs.frozen
-class Answer:
-    """An HTTP answer: status, body (a dict is sent as JSON), extra headers."""
-
-    status: int
-    body: Any = None
-    headers: tuple[tuple[str, str], ...] = ()
-    media_type: str = "application/json"
 
 
 @attrs.define(eq=False)

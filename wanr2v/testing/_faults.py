@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from wanr2v.testing import _rules
+import wanr2v.testing._rules as _rules
 
 __all__ = ["Endpoint", "FaultKind", "FaultRule", "Faults"]
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
-__all__ = ["EmulatorStats", "HostRequest", "TaskRecord"]
+__all__ = ["Answer", "EmulatorStats", "HostRequest", "TaskRecord"]
+
+
+@attrs.frozen
+class Answer:
+    """An HTTP answer: status, body (a dict is sent as JSON), extra headers."""
+
+    status: int
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+    media_type: str = "application/json"
 
 
 @attrs.frozen(kw_only=True)

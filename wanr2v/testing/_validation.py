@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+import wanr2v.testing._rules as _rules
 from wanr2v import _media
-from wanr2v.testing import _rules
 
 __all__ = [
     "Invalid",
