@@ -1827,7 +1827,7 @@ async def cmd_demo(ctx: Context) -> int:
     if base_url is not None:
         import httpx
 
-        from ._client import _is_loopback
+        from ._routing import is_loopback as _is_loopback
 
         if not _is_loopback(httpx.URL(base_url).host):
             raise CliError(

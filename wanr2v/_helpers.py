@@ -4,7 +4,7 @@ the statistics record. Pure functions and values: no I/O, no client."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -14,12 +14,19 @@ from ._limits import GovernorStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
 from ._polling import SchedulerStatistics
 
+if TYPE_CHECKING:
+    from ._create import Creator
+    from ._limits import Governor
+    from ._polling import PollScheduler
+    from ._routing import Router
+
 __all__ = [
     "ClientStatistics",
     "REQUEST_FIELDS",
     "TaskLike",
     "build_request",
     "check_client_options",
+    "client_statistics",
     "maybe_await",
     "only",
     "raise_for_status",
@@ -86,19 +93,21 @@ def build_request(
 
 
 def check_client_options(
-    time_scale: float,
-    timeout: float,
-    max_retries: int,
-    max_response_bytes: int,
-    max_video_bytes: int | None,
-    reconcile_settle: float,
+    *,
+    time_scale: float = 1.0,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    max_response_bytes: int = 1024,
+    max_video_bytes: int | None = None,
+    reconcile_settle: float = 0.0,
 ) -> None:
-    """Raise `ConfigurationError` for a client option out of its range."""
+    """Raise `ConfigurationError` for a client option out of its range (``None``: not
+    given)."""
     if not (isinstance(time_scale, (int, float)) and time_scale > 0):
         raise ConfigurationError(f"time_scale must be > 0, got {time_scale!r}.")
-    if timeout <= 0:
+    if timeout is not None and not timeout > 0:
         raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout!r}.")
-    if max_retries < 0:
+    if max_retries is not None and max_retries < 0:
         raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}.")
     if max_response_bytes < 1024:
         raise ConfigurationError(f"max_response_bytes must be >= 1024, got {max_response_bytes!r}.")
@@ -108,6 +117,23 @@ def check_client_options(
         raise ConfigurationError(
             f"reconcile_settle must be >= 0 seconds, got {reconcile_settle!r}."
         )
+
+
+def client_statistics(
+    routing: Router, create: Creator, governor: Governor, scheduler: PollScheduler
+) -> ClientStatistics:
+    """A client's `ClientStatistics`, from its parts."""
+    requests, statuses, limited = routing.counts()
+    return ClientStatistics(
+        requests=requests,
+        statuses=statuses,
+        rate_limited=limited,
+        created=create.created,
+        reconciled=create.reconciled,
+        governor=governor.statistics(),
+        scheduler=scheduler.statistics(),
+        regions=routing.governor_statistics(),
+    )
 
 
 def task_ref(task: TaskLike) -> tuple[str, str | None]:

@@ -27,12 +27,22 @@ import httpx
 
 from . import _config
 from ._exceptions import ConfigurationError, InvalidRequestError
-from ._http import ApiSession, RetryPolicy
-from ._limits import Governor, GovernorStatistics, Limits
+from ._http import ApiSession, RetryPolicy, lean_cookies
+from ._lean import LeanAsyncClient
+from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import VideoRequest, reference_kind
 from ._storage import SharedBudget, open_storage
 
-__all__ = ["RegionEndpoint", "Router", "check_scheme", "is_loopback"]
+__all__ = [
+    "RegionEndpoint",
+    "Router",
+    "check_scheme",
+    "is_loopback",
+    "open_http",
+    "region_endpoints",
+    "resolve_default",
+    "retry_policy_for",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +59,63 @@ class RegionEndpoint:
     api_key: str = attrs.field(repr=lambda k: repr(_config.mask_key(k)))
     base_url: str | None = None
     limits: Limits | None = None
+
+
+def region_endpoints(
+    regions: Mapping[str, str | RegionEndpoint] | None,
+) -> dict[str, RegionEndpoint]:
+    """``regions=`` as ``{name: RegionEndpoint}`` (a bare string is a key)."""
+    return {
+        name: spec if isinstance(spec, RegionEndpoint) else RegionEndpoint(api_key=spec)
+        for name, spec in (regions or {}).items()
+    }
+
+
+def resolve_default(
+    region: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    regions: Mapping[str, str | RegionEndpoint] | None,
+    allow_insecure: bool,
+) -> tuple[str, str, str, dict[str, RegionEndpoint]]:
+    """The default region's name, base URL and key, and the extra regions.
+
+    The key defaults to ``DASHSCOPE_API_KEY``, else the key given for the default
+    region in ``regions``.
+    """
+    extra = region_endpoints(regions)
+    name, url = _config.resolve_base_url(region, base_url)
+    if api_key is None and name in extra and not os.environ.get(_config.ENV_API_KEY):
+        api_key = extra[name].api_key
+    key = _config.resolve_api_key(api_key)
+    check_scheme(url, allow_insecure)
+    return name, url, key, extra
+
+
+def open_http(
+    http_client: httpx.AsyncClient | None, limits: Limits, timeout: float
+) -> tuple[httpx.AsyncClient, bool]:
+    """The HTTP client to send through, and whether it was made here (then it is the
+    client's to close): yours, checked against the governor's slots, or a lean one."""
+    if http_client is not None:
+        check_pool(http_client, limits)  # the governor's slots must fit its pool
+        return http_client, False
+    http = LeanAsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_connections,
+        ),
+    )
+    lean_cookies(http)
+    return http, True
+
+
+def retry_policy_for(retry_policy: RetryPolicy | None, max_retries: int) -> RetryPolicy:
+    """``retry_policy`` (``max_retries``, when not the default, overrides its count)."""
+    if retry_policy is not None and max_retries != _config.DEFAULT_MAX_RETRIES:
+        return attrs.evolve(retry_policy, max_retries=max_retries)
+    return retry_policy or RetryPolicy(max_retries=max_retries)
 
 
 def check_scheme(url: str, allow_insecure: bool) -> None:
@@ -129,6 +196,17 @@ class Router:
         if self._default is None:
             self._default = session
         return session
+
+    def add_regions(
+        self, regions: Mapping[str, RegionEndpoint], limits: Limits, allow_insecure: bool
+    ) -> None:
+        """Add the extra regions (not the default one again), each with its own governor."""
+        for name, spec in regions.items():
+            if name in self.regions:
+                continue
+            _, url = _config.resolve_base_url(name, spec.base_url, env=False)
+            check_scheme(url, allow_insecure)
+            self.add(url, spec.api_key, name, Governor(spec.limits or limits))
 
     def with_options(self, retry: RetryPolicy, timeout: float | None) -> Router:
         """A copy whose sessions use ``retry`` (and ``timeout``); counters and governors
