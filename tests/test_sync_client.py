@@ -63,6 +63,22 @@ def test_call_blocks_and_returns_the_typed_result(client: WanClient, emu: Emulat
     assert "WanClient(" in repr(client) and "sk-test-sync" not in repr(client)
 
 
+def test_call_and_wait_stream_their_own_task_events(client: WanClient) -> None:
+    """``on_event`` on WanClient.call and WanClient.wait gets that task's events only, as
+    on the async client: ``created``, then each status change up to the final one."""
+    seen: list[tuple[str, str]] = []
+    other = client.async_call(**FIELDS)  # another task's events must not reach it
+    result = client.call(**FIELDS, on_event=lambda ev: seen.append((ev.kind, ev.task_id)))
+    assert seen[0] == ("created", result.task_id)
+    assert seen[-1] == ("succeeded", result.task_id)
+    assert {task_id for _, task_id in seen} == {result.task_id}
+
+    waited: list[str] = []
+    final = client.wait(other, on_event=lambda ev: waited.append(ev.task_id))
+    assert final.status is TaskStatus.SUCCEEDED
+    assert set(waited) <= {other.task_id}
+
+
 def test_same_typed_errors(client: WanClient) -> None:
     """A task id the service does not know ends with the async client's TaskNotFoundError."""
     with pytest.raises(TaskNotFoundError) as info:
