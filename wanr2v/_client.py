@@ -1,12 +1,13 @@
-"""AsyncWanClient: construction and the verbs (create, fetch, wait, call, cancel, list,
-run many, upload, download).
+"""AsyncWanClient: construction, lifecycle, settings and the create verbs.
 
-The client wires its parts together and keeps each verb thin; the parts live in their
-own modules, each depending on a narrow protocol (``wanr2v._protocols``), never on
-the client: routing between regions (``wanr2v._routing``), the safe create and its
-reconciliation (``wanr2v._create``, ``wanr2v._reconcile``), the batch runner
-(``wanr2v._batch``), the task list (``wanr2v._listing``), the poll scheduler
-(``wanr2v._polling``) and the governor (``wanr2v._limits``).
+The client wires its parts together and keeps each verb thin. The other verbs are
+mixins by family, each declaring what it uses of the client: ``_task_verbs`` (task,
+fetch, wait, cancel, list, events), ``_batch_verbs`` (run_many, as_completed, resume),
+``_file_verbs`` (upload, download, stream_video). The parts depend on narrow protocols
+(``_protocols``), never on the client: routing between regions (``_routing``), the safe
+create and its reconciliation (``_create``, ``_reconcile``), the batch runner
+(``_batch``), the task list (``_listing``), the poll scheduler (``_polling``) and the
+governor (``_limits``).
 """
 
 from __future__ import annotations

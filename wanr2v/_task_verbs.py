@@ -40,7 +40,6 @@ class TaskVerbs:
     _routing: Router
     _scheduler: PollScheduler
     _base_url: str
-
     _events: EventHub
 
     def task(self, task_id: str, *, region: str | None = None) -> Task:
