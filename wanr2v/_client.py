@@ -36,7 +36,7 @@ from ._exceptions import (
     WaitTimeoutError,
     WanError,
 )
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, ApiSession, RetryPolicy, lean_cookies, task_segment
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, ApiSession, lean_cookies, task_segment
 from ._lean import LeanAsyncClient
 from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import (
@@ -52,6 +52,7 @@ from ._models import (
     keyword_hints,
 )
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics, Watch, event_name
+from ._retry import RetryPolicy
 from ._wire import (
     UploadPolicy,
     fingerprint,
@@ -66,7 +67,8 @@ from ._wire import (
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from ._files import Downloader, Uploader
+    from ._download import Downloader
+    from ._upload import Uploader
     from .journal import JournalStore
 
 __all__ = ["AsyncWanClient", "ClientStatistics"]
@@ -265,7 +267,7 @@ class AsyncWanClient:
         self._keys: dict[str, str] = {}
         self._sessions: dict[str, ApiSession] = {}
         self._names: dict[str, str] = {}
-        from ._files import local_files_policy
+        from ._hosts import local_files_policy
         from ._storage import resolve_storage_uri
 
         self.local_files = local_files_policy(local_files)
@@ -487,7 +489,7 @@ class AsyncWanClient:
         headers: dict[str, str] = {}
         refs: list[str] | None = None
         if request.local_references:
-            from ._files import check_local_files
+            from ._hosts import check_local_files
 
             await check_local_files(request, self.local_files)
             refs, uses_oss = await self._get_uploader(base_url).resolve(request)
@@ -1170,21 +1172,26 @@ class AsyncWanClient:
         session = self._session_for(base_url)
         uploader = self._uploaders.get(session.base_url)
         if uploader is None:
-            from ._files import Uploader
+            from ._upload import Uploader
 
             async def get_policy(model: str) -> UploadPolicy:
                 return await self.get_upload_policy(model, base_url=session.base_url)
 
-            uploader = Uploader(http=self._http, get_policy=get_policy, check_media=True)
+            uploader = Uploader(
+                http=self._http, get_policy=get_policy, check_media=True, retry_policy=self._retry
+            )
             self._uploaders[session.base_url] = uploader
-        return uploader
+        # Shared by with_options copies (one cache, one set of slots): each uses its policy.
+        return uploader.with_retry_policy(self._retry)
 
     def _get_downloader(self) -> Downloader:
         if self._downloader is None:
-            from ._files import Downloader
+            from ._download import Downloader
 
-            self._downloader = Downloader(http=self._http, max_bytes=self._max_video_bytes)
-        return self._downloader
+            self._downloader = Downloader(
+                http=self._http, max_bytes=self._max_video_bytes, retry_policy=self._retry
+            )
+        return self._downloader.with_retry_policy(self._retry)
 
     async def upload(
         self, path: str | os.PathLike[str], *, model: ModelName | str, region: str | None = None
