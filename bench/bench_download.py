@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from wanr2v._files import Downloader
+from wanr2v._download import Downloader
 from wanr2v._models import TaskResult, TaskStatus
 
 MIB = 1024 * 1024

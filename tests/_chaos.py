@@ -37,7 +37,7 @@ import sniffio
 
 import wanr2v
 from wanr2v import Limits
-from wanr2v._http import RetryPolicy
+from wanr2v._retry import RetryPolicy
 from wanr2v.journal import SQLiteJournal
 from wanr2v.testing import EmulatorConfig, Endpoint, FaultKind, FaultRule, serve
 from wanr2v.testing._client import client_for

@@ -25,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from wanr2v._demo import make_png
+from wanr2v._download import Downloader
 from wanr2v._exceptions import (
     ConnectError,
     DownloadError,
@@ -33,8 +34,10 @@ from wanr2v._exceptions import (
     ResultExpiredError,
     TaskNotFoundError,
 )
-from wanr2v._files import Downloader, Uploader, is_local, is_oss, safe_join
+from wanr2v._hosts import is_local, is_oss, safe_join
 from wanr2v._models import TaskResult, TaskStatus, VideoRequest
+from wanr2v._retry import RetryPolicy
+from wanr2v._upload import Uploader
 from wanr2v._wire import UploadPolicy, parse_policy, parse_result
 from wanr2v.testing import (
     Emulator,
@@ -51,6 +54,8 @@ MODEL = "wan2.6-r2v-flash"
 UPLOAD_HOST = "http://upload.test/upload"
 VIDEO_HOST = "http://video.test"
 SECRET = "sk-test-secret-0123456789"
+NO_WAIT = RetryPolicy(initial=0.0)
+"""The default retries, without the backoff's sleeps."""
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -509,7 +514,7 @@ async def test_unreachable_upload_host_raises_connect_error(tmp_path: Path) -> N
         return attrs.evolve(p, upload_host=f"http://127.0.0.1:{port}/")
 
     async with httpx.AsyncClient() as http:
-        uploader = Uploader(http, get_policy, max_attempts=2, backoff=0.0)
+        uploader = Uploader(http, get_policy, retry_policy=RetryPolicy(max_retries=1, initial=0.0))
         with pytest.raises(ConnectError):
             await uploader.resolve(request_for(write(tmp_path / "a.png", b"a")))
 
@@ -592,7 +597,7 @@ async def test_short_body_resumes_with_range(tmp_path: Path) -> None:
     hosts = FakeHosts(VIDEO)
     hosts.cuts = [200_001]
     async with client_for(hosts) as http:
-        downloader = Downloader(http, backoff=0.0, chunk_size=65536)
+        downloader = Downloader(http, retry_policy=NO_WAIT, chunk_size=65536)
         path = await downloader.download(result_for(), tmp_path / "v.mp4")
     assert path.read_bytes() == VIDEO
     gets = hosts.at("video.test")
@@ -609,7 +614,7 @@ async def test_host_ignoring_range_restarts_cleanly(tmp_path: Path) -> None:
     hosts.cuts = [300_000]
     hosts.ignore_range = True
     async with client_for(hosts) as http:
-        downloader = Downloader(http, backoff=0.0)
+        downloader = Downloader(http, retry_policy=NO_WAIT)
         path = await downloader.download(result_for(), tmp_path / "v.mp4")
     assert path.read_bytes() == VIDEO
     assert downloader.statistics().restarts == 1
@@ -627,7 +632,7 @@ async def test_expired_url_is_refreshed(tmp_path: Path) -> None:
         return result_for(old.task_id, sig="fresh")
 
     async with client_for(hosts) as http:
-        downloader = Downloader(http, backoff=0.0)
+        downloader = Downloader(http, retry_policy=NO_WAIT)
         path = await downloader.download(result_for(sig="old"), tmp_path, refresh=refresh)
     assert path.read_bytes() == VIDEO
     assert calls == ["task-1"]
@@ -645,7 +650,7 @@ async def test_resume_after_expiry_keeps_the_bytes_received(tmp_path: Path) -> N
         return result_for(old.task_id, sig="fresh")
 
     async with client_for(hosts) as http:
-        downloader = Downloader(http, backoff=0.0, chunk_size=4096)
+        downloader = Downloader(http, retry_policy=NO_WAIT, chunk_size=4096)
         path = await downloader.download(result_for(sig="first"), tmp_path, refresh=refresh)
     assert path.read_bytes() == VIDEO
     gets = hosts.at("video.test")
@@ -733,7 +738,7 @@ async def test_failed_download_leaves_nothing_and_keeps_old_file(tmp_path: Path)
     hosts.ignore_range = True
     hosts.cuts = [1000] * 10
     async with client_for(hosts) as http:
-        downloader = Downloader(http, max_attempts=3, backoff=0.0)
+        downloader = Downloader(http, retry_policy=RetryPolicy(max_retries=2, initial=0.0))
         with pytest.raises(DownloadError, match="after 3 attempts"):
             await downloader.download(result_for(), dest)
     assert dest.read_bytes() == b"previous video"
@@ -806,7 +811,7 @@ async def test_dropped_connection_resumes_over_a_socket(
         task_id="sock", status=TaskStatus.SUCCEEDED, video_url=f"{origin}/v/sock.mp4?sig=a"
     )
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {SECRET}"}) as http:
-        downloader = Downloader(http, backoff=0.0)
+        downloader = Downloader(http, retry_policy=NO_WAIT)
         path = await downloader.download(result, tmp_path)
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(hosts.video).digest()
     ranges = [s.headers.get("range") for s in hosts.seen]

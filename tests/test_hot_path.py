@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wanr2v import AsyncWanClient
-from wanr2v._http import URL_CACHE_SIZE, ApiSession, RetryPolicy
+from wanr2v._http import URL_CACHE_SIZE, ApiSession
 from wanr2v._limits import Governor
+from wanr2v._retry import RetryPolicy
 from wanr2v._wire import SERVICE_TZ, parse_service_time
 
 

@@ -51,10 +51,10 @@ from ._exceptions import (
     WaitTimeoutError,
     WanError,
 )
-from ._http import RetryPolicy
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
 from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._retry import RetryPolicy
 from ._storage import SharedStorageError
 from ._sync import WanClient
 from ._version import __version__

@@ -339,7 +339,7 @@ class BatchRunner:
             self.name = DEFAULT_KEY_NAME if isinstance(requests, Mapping) else DEFAULT_TASK_NAME
 
     def _file_name(self, key: Any, task: Task, request: VideoRequest) -> str:
-        from ._files import safe_join
+        from ._hosts import safe_join
 
         name = (self.name or DEFAULT_TASK_NAME).format(
             key=key, task_id=task.task_id, model=request.model

@@ -1560,7 +1560,7 @@ async def _dry_run_checked(
     import httpx
 
     from ._batch import _record_cost
-    from ._files import Uploader
+    from ._upload import Uploader
 
     problems: list[str] = []
     try:

@@ -29,7 +29,7 @@ from ._events import EventHub, TaskEvent
 from ._exceptions import SubmitOutcomeUnknownError
 from ._file_verbs import DEFAULT_MAX_VIDEO_BYTES, FileVerbs
 from ._helpers import ClientStatistics, raise_for_status
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, RetryPolicy
+from ._http import DEFAULT_MAX_RESPONSE_BYTES
 from ._limits import Governor, Limits
 from ._models import (
     ModelName,
@@ -43,12 +43,14 @@ from ._models import (
     keyword_hints,
 )
 from ._polling import PollPolicy, PollScheduler, event_name
+from ._retry import RetryPolicy
 from ._routing import RegionEndpoint, Router, open_http, resolve_default, retry_policy_for
 from ._task_verbs import TaskVerbs
 from ._wire import UploadPolicy
 
 if TYPE_CHECKING:
-    from ._files import Downloader, Uploader
+    from ._download import Downloader
+    from ._upload import Uploader
 
 __all__ = ["AsyncWanClient", "ClientStatistics", "RegionEndpoint", "raise_for_status"]
 
@@ -146,7 +148,7 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
         storage_uri: str | None = None,
         local_files: bool | Sequence[str | os.PathLike[str]] = True,
     ) -> None:
-        from ._files import local_files_policy
+        from ._hosts import local_files_policy
         from ._storage import resolve_storage_uri
 
         _helpers.check_client_options(
@@ -425,21 +427,26 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
         session = self._routing.session_for(base_url)
         uploader = self._uploaders.get(session.base_url)
         if uploader is None:
-            from ._files import Uploader
+            from ._upload import Uploader
 
             async def get_policy(model: str) -> UploadPolicy:
                 return await self._get_upload_policy(model, base_url=session.base_url)
 
-            uploader = Uploader(http=self._http, get_policy=get_policy, check_media=True)
+            uploader = Uploader(
+                http=self._http, get_policy=get_policy, check_media=True, retry_policy=self._retry
+            )
             self._uploaders[session.base_url] = uploader
-        return uploader
+        # Shared by with_options copies (one cache, one set of slots): each uses its policy.
+        return uploader.with_retry_policy(self._retry)
 
     def _get_downloader(self) -> Downloader:
         if self._downloader is None:
-            from ._files import Downloader
+            from ._download import Downloader
 
-            self._downloader = Downloader(http=self._http, max_bytes=self._max_video_bytes)
-        return self._downloader
+            self._downloader = Downloader(
+                http=self._http, max_bytes=self._max_video_bytes, retry_policy=self._retry
+            )
+        return self._downloader.with_retry_policy(self._retry)
 
     def statistics(self) -> ClientStatistics:
         """Requests sent by kind, answers by status, 429s, creates, reconciliations."""

@@ -52,9 +52,10 @@ from ._reconcile import find_lost_task
 from ._wire import fingerprint, parse_created, request_body
 
 if TYPE_CHECKING:
-    from ._files import LocalFiles, Uploader
+    from ._hosts import LocalFiles
     from ._polling import PollPolicy
     from ._protocols import Emitter, Routing, Watcher
+    from ._upload import Uploader
 
 __all__ = ["MAX_CREATE_ROUNDS", "Creator", "Refused"]
 
@@ -156,7 +157,7 @@ class Creator:
         headers: dict[str, str] = {}
         refs: list[str] | None = None
         if request.local_references:
-            from ._files import check_local_files
+            from ._hosts import check_local_files
 
             await check_local_files(request, self.local_files)
             refs, uses_oss = await self._uploader_for(base_url).resolve(request)

@@ -1,6 +1,6 @@
 """The file verbs of `AsyncWanClient`: ``upload``, ``download``, ``stream_video``.
 
-A mixin: the uploads and downloads themselves are ``wanr2v._files``'s (streamed,
+A mixin: the uploads and downloads themselves are ``wanr2v._upload`` and ``wanr2v._download``'s (streamed,
 resumed with ``Range``, atomic renames, an expired URL refreshed by fetching the task
 again); what it uses of the client is declared below.
 """
@@ -25,8 +25,9 @@ from ._wire import UploadPolicy, parse_policy
 if TYPE_CHECKING:
     import httpx
 
-    from ._files import Downloader, Uploader
+    from ._download import Downloader
     from ._routing import Router
+    from ._upload import Uploader
 
 __all__ = ["DEFAULT_MAX_VIDEO_BYTES", "FileVerbs"]
 

@@ -2,7 +2,8 @@
 
 httpx exceptions are translated here and nowhere else. The retry rule is about
 money: a query, list or cancel may be sent again; a create only when the service
-provably made nothing (no connection, or a 429 / 503 answer). A create whose
+provably made nothing (no connection, or a 429 / 503 answer); the rule and the
+backoff live in ``_retry``, shared with uploads and downloads. A create whose
 answer was lost raises with ``maybe_sent=True`` and the caller reconciles. A 429
 that waiting does not clear (a quota used up, an account in arrears:
 `is_quota_exhausted`) is raised at once, never retried.
@@ -32,7 +33,6 @@ import builtins
 import email.utils
 import json as jsonlib
 import logging
-import random
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,7 +40,6 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
-import attrs
 import httpx
 
 from ._config import DEFAULT_TIMEOUT, mask_key
@@ -57,6 +56,7 @@ from ._exceptions import (
 )
 from ._lean import AnswerTooLarge, read_capped
 from ._limits import Governor, Kind
+from ._retry import RetryPolicy, parse_retry_after, retryable_error, retryable_status
 from ._version import __version__
 from ._wire import parse_error_body
 
@@ -64,7 +64,6 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "USER_AGENT",
     "ApiSession",
-    "RetryPolicy",
     "lean_cookies",
     "task_segment",
 ]
@@ -76,51 +75,9 @@ USER_AGENT: Final = f"wanr2v/{__version__} (+httpx/{httpx.__version__})"
 URL_CACHE_SIZE: Final = 1024
 """Parsed request URLs kept per session (the create URL, recent tasks' query URLs)."""
 
-RETRYABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
-CREATE_RETRYABLE_STATUS: Final = frozenset({429, 503})
-"""A 429 or 503 on create means the service refused it: nothing was made, nothing billed."""
 DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 """Cap of one API answer (decoded). A full list page is about 50 kB; a task about 2 kB."""
 MAX_TASK_ID_LENGTH: Final = 256
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, honouring ``Retry-After``.
-
-    Args:
-        max_retries: retries after the first attempt (so ``max_retries + 1`` sends).
-        initial: the first backoff's upper bound, seconds.
-        maximum: cap of one backoff, seconds.
-        max_retry_after: cap on a server's ``Retry-After``.
-    """
-
-    max_retries: int = 4
-    initial: float = 0.5
-    maximum: float = 20.0
-    max_retry_after: float = 60.0
-
-    def backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry ``attempt`` (0-based): ``Retry-After`` if given."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        bound = min(self.maximum, self.initial * (2**attempt))
-        return random.uniform(bound / 2, bound)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def translate(
@@ -414,7 +371,7 @@ class ApiSession:
                 err = exc
                 cause = exc
             if err is not None:
-                retryable = not (kind == "create" and err.maybe_sent)
+                retryable = retryable_error(err, create=kind == "create")
                 if retryable and attempt < tries:
                     delay = self.retry.backoff(attempt, None)
                     logger.info(
@@ -499,8 +456,8 @@ class ApiSession:
             if status == 429:
                 self.rate_limited += 1
                 self.governor.throttled(kind, retry_after)
-            allowed = CREATE_RETRYABLE_STATUS if kind == "create" else RETRYABLE_STATUS
-            if status in allowed and attempt < tries:
+            allowed = retryable_status(status, create=kind == "create")
+            if allowed and attempt < tries:
                 # A 429's pause is taken by the governor (shared by every caller);
                 # the backoff here only spreads the retries.
                 delay = 0.0 if status == 429 else self.retry.backoff(attempt, retry_after)
@@ -518,7 +475,7 @@ class ApiSession:
                 if delay:
                     await anyio.sleep(delay)
                 continue
-            if status in allowed and tries:  # with no retries asked, the caller decides
+            if allowed and tries:  # with no retries asked, the caller decides
                 logger.warning(
                     "%s %s -> %d %s: giving up after %d attempts",
                     method,

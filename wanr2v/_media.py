@@ -12,7 +12,7 @@ A local file is checked here first, so the caller learns at once and nothing is 
   [``InvalidFile.Resolution``].
 
 File sizes (10 MB images, 100 MB videos) and extensions are checked before, by
-``_files``; the emulator (``wanr2v.testing``) applies the same probes to what it is sent.
+``_upload``; the emulator (``wanr2v.testing``) applies the same probes to what it is sent.
 
 How, and what it costs:
 

@@ -27,10 +27,11 @@ import httpx
 
 from . import _config
 from ._exceptions import ConfigurationError, InvalidRequestError
-from ._http import ApiSession, RetryPolicy, lean_cookies
+from ._http import ApiSession, lean_cookies
 from ._lean import LeanAsyncClient
 from ._limits import Governor, GovernorStatistics, Limits, check_pool
 from ._models import VideoRequest, reference_kind
+from ._retry import RetryPolicy
 from ._storage import SharedBudget, open_storage
 
 __all__ = [

@@ -60,9 +60,9 @@ from ._routing import RegionEndpoint
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._http import RetryPolicy
     from ._limits import Governor, Limits
     from ._polling import PollPolicy
+    from ._retry import RetryPolicy
     from .journal import JournalStore
 
 __all__ = ["WanClient"]
