@@ -579,6 +579,114 @@ def test_generated_results_round_trip_through_the_journal(result: TaskResult) ->
 # --- the service's wire -----------------------------------------------------------------
 
 
+_RESULT_WIRE_KEYS = {
+    "task_id",
+    "task_status",
+    "submit_time",
+    "scheduled_time",
+    "end_time",
+    "video_url",
+    "orig_prompt",
+    "code",
+    "message",
+}
+_USAGE_WIRE_KEYS = {
+    "duration",
+    "size",
+    "input_video_duration",
+    "output_video_duration",
+    "video_count",
+    "SR",
+    "sr",
+}
+_ms_time = st.none() | st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)
+).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000, tzinfo=SERVICE_TZ))
+_wire_usages = st.builds(
+    Usage,
+    duration=_float,
+    size=_text,
+    input_video_duration=_float,
+    output_video_duration=_float,
+    video_count=st.none() | st.integers(-(2**52), 2**52),
+    sr=st.none() | st.integers(-(2**52), 2**52),
+    extra=st.dictionaries(
+        st.text(max_size=4).filter(lambda k: k not in _USAGE_WIRE_KEYS), _json, max_size=3
+    ),
+)
+
+
+@st.composite
+def _service_results(draw: st.DrawFn) -> TaskResult:
+    raw = draw(st.none() | st.sampled_from(["SUCCEEDED", "running", " FAILED ", "PAUSED"]))
+    return TaskResult(
+        task_id=draw(st.text(min_size=1, max_size=8)),
+        status=TaskStatus.parse(raw),
+        raw_status=raw,
+        request_id=draw(_text),
+        submit_time=draw(_ms_time),
+        scheduled_time=draw(_ms_time),
+        end_time=draw(_ms_time),
+        video_url=draw(_text),
+        orig_prompt=draw(_text),
+        code=draw(_text),
+        message=draw(_text),
+        usage=draw(st.none() | _wire_usages),
+        base_url=draw(_text),
+        extra=draw(
+            st.dictionaries(
+                st.text(max_size=6).filter(lambda k: k not in _RESULT_WIRE_KEYS),
+                _json,
+                max_size=3,
+            )
+        ),
+    )
+
+
+def _service_answer(r: TaskResult) -> dict[str, Any]:
+    """What the service would send for ``r`` (written by hand, independently of _wire)."""
+
+    def when(t: datetime | None) -> str | None:
+        return (
+            None if t is None else t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+        )
+
+    output = {
+        **r.extra,
+        "task_id": r.task_id,
+        "task_status": r.raw_status,
+        "submit_time": when(r.submit_time),
+        "scheduled_time": when(r.scheduled_time),
+        "end_time": when(r.end_time),
+        "video_url": r.video_url,
+        "orig_prompt": r.orig_prompt,
+        "code": r.code,
+        "message": r.message,
+    }
+    answer: dict[str, Any] = {"request_id": r.request_id, "output": output}
+    if r.usage is not None:
+        u = r.usage
+        answer["usage"] = {
+            **u.extra,
+            "duration": u.duration,
+            "size": u.size,
+            "input_video_duration": u.input_video_duration,
+            "output_video_duration": u.output_video_duration,
+            "video_count": u.video_count,
+            "SR": u.sr,
+        }
+    return answer
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(result=_service_results())
+def test_generated_service_answers_parse_to_their_result(result: TaskResult) -> None:
+    """An answer written from a result (the service's key names, time format and status
+    strings, unknown keys beside the known ones) parses back to that result."""
+    answer = json.loads(json.dumps(_service_answer(result)))
+    assert parse_result(answer, task_id="unused", base_url=result.base_url) == result
+
+
 def test_unknown_result_keys_land_in_extra_and_nowhere_else() -> None:
     """Every key of ``output`` the model does not read is kept in ``extra``, including
     keys named like fields that come from elsewhere (``request_id``, ``usage``)."""
