@@ -4,6 +4,7 @@ connections), and two workers resuming one journal without paying twice."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from wanr2v.testing import Emulator, EmulatorConfig, serve
 
 from ._redis_server import RedisServer
 from .test_journal import full_record, new_record
+from .test_wire_json import RECORD, STORED_REDIS
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +182,39 @@ async def test_list_counts_and_meta(journal: RedisJournal) -> None:
     await journal.set_meta("out", {"dir": "/v", "n": [1, 2]})
     assert await journal.get_meta("out") == {"dir": "/v", "n": [1, 2]}
     assert await journal.get_meta("missing", 7) == 7
+
+
+async def test_a_record_stored_before_the_converters_loads_and_is_rewritten_alike(
+    journal: RedisJournal, redis_server: RedisServer
+) -> None:
+    """A record as the Redis journal stored it before ``_wire``'s converters (copied
+    from its output) is found by id, key and task id, and an update writes its JSON
+    fields back unchanged."""
+    from redis.asyncio import Redis
+
+    rec = RECORD
+    r = Redis.from_url(redis_server.uri, decode_responses=True)
+    try:
+        await r.hset("wanr2v:journal:batch:records", rec.submission_id, STORED_REDIS)
+        await r.hset("wanr2v:journal:batch:keys", rec.batch_key, rec.submission_id)
+        await r.hset("wanr2v:journal:batch:tasks", "t-77", rec.submission_id)
+        await r.rpush("wanr2v:journal:batch:order", rec.submission_id)
+        assert await journal.get(rec.submission_id) == rec
+        assert await journal.get_by_key("line-3") == rec
+        assert await journal.get_by_task_id("t-77") == rec
+        assert await journal.list() == (rec,)
+        await journal.update(rec.submission_id, error_message="noted")
+        text = await r.hget("wanr2v:journal:batch:records", rec.submission_id)
+    finally:
+        await r.aclose()
+    stored = json.loads(text)
+    assert stored["error_message"] == "noted"
+    assert json.loads(STORED_REDIS) == {
+        **stored,
+        "error_message": None,
+        "updated_at": rec.updated_at,
+    }
+    assert text.startswith(STORED_REDIS[: STORED_REDIS.index('"error_message"')])
 
 
 async def test_the_api_key_never_reaches_redis(

@@ -1,22 +1,77 @@
-"""The one private cattrs converter: wire JSON <-> models.
+"""Wire both ways, in one place: JSON <-> models for the API, the journal and ``--json``.
 
-Parsing is lenient, as the service adds fields and is loose with types: unknown keys
-are kept in ``extra``, numbers may come as int, float or string, an unknown status
-becomes ``TaskStatus.UNRECOGNIZED``, and a malformed answer raises a
-`APIError`-family error, never a ``KeyError`` or ``TypeError``.
+Three private cattrs converters, one per JSON shape:
+
+* **the service's wire** (``_api``): answers -> `Task`, `TaskResult`, `TaskSummary`,
+  `Usage`, a list page and an upload policy; a `VideoRequest` -> the create body
+  (`parse_created`, `parse_result`, `parse_list`, `parse_policy`, `request_body`).
+  Parsing is lenient, as the service adds fields and is loose with types: unknown keys
+  are kept in ``extra``, a missing field is ``None``, numbers may come as int, float or
+  string, an unknown status becomes ``TaskStatus.UNRECOGNIZED`` (its text kept in
+  ``raw_status``), times are the service's ``YYYY-MM-DD HH:mm:ss.SSS`` (assumed
+  UTC+8) in a result and epoch milliseconds in a list row. A malformed answer raises a
+  `APIError`-family error (code ``MalformedResponse``), never a ``KeyError``,
+  ``TypeError`` or a cattrs error.
+* **the journal** (``_journal``): models <-> the JSON a journal record stores
+  (`request_to_dict`, `request_from_dict`, `result_to_dict`, `result_from_dict`,
+  `journal_unstructure` / `journal_structure` for whole records, `json_text` for the
+  text). The journal package registers its record class with `register_journal_record`
+  (this module does not import the journal). The stored format is the one wanr2v has
+  always written (same keys, same order, times as ISO 8601, statuses as their values,
+  ``None`` fields of a result left out), so an existing journal loads and is rewritten
+  byte for byte. Stored values are trusted as JSON types (wanr2v wrote them): scalars
+  pass through untouched and a record class's own converters and validators judge
+  them, as a plain constructor call would.
+* **the CLI's** ``--json`` (``_cli``): `task_json`, `result_json`, `summary_json`,
+  `usage_json` give the documents ``wanr2v ... --json`` prints (a result's is the
+  journal's shape).
+
+What cattrs does: generated structure and unstructure functions per model, with renames
+(``task_status`` -> ``status`` and ``raw_status``, ``SR`` -> ``sr``), per-field hooks
+(service time strings vs epoch milliseconds), the lenient scalar and status hooks,
+nested ``Usage``, ``None``/default omission, enums to their values and times to ISO
+8601.
+
+Hand code is kept where cattrs does not fit, and why:
+
+* the **envelope** of an answer: ``output`` nested, ``request_id`` and ``usage`` beside
+  it, ``task_id`` and ``base_url`` from the caller when the answer lacks them; a bad
+  envelope must be a ``MalformedResponse``, which is a judgement about the answer, not a
+  structuring error;
+* **unknown keys into** ``extra``: cattrs ignores or refuses unknown keys, it does not
+  collect them; `_split` hands the generated function the keys it knows plus the rest
+  as ``extra`` (the known keys are derived from the model's fields and renames, never
+  listed twice);
+* the create body's **two sections** (``input`` / ``parameters``) regroup the journal's
+  flat request dict (one unstructure function serves both), in the order the service
+  documents; list rows without a ``task_id`` are skipped;
+* **key order** of a stored result and of ``--json`` documents: cattrs emits fields in
+  class order, so the unstructured dict is reordered to the order wanr2v has always
+  written (stored records stay byte-identical, printed documents unchanged);
+* a `VideoRequest` **from a dict** is ``VideoRequest(**data)``: the class validates
+  itself and names a misspelt field in a ``TypeError``; cattrs would add a second,
+  different set of rules.
+
+Limits: a result's ``extra`` is not stored in a journal (as before), so a result with
+unknown service fields reads back without them. Decoding a stored record with an
+unknown or missing field raises ``TypeError`` (a journal written by a newer wanr2v is
+not silently stripped on the next update).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._exceptions import APIError
 from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
@@ -102,54 +157,161 @@ def format_list_time(when: datetime) -> str:
     return when.astimezone(SERVICE_TZ).strftime("%Y%m%d%H%M%S")
 
 
-# --- the converter ----------------------------------------------------------------------
+# --- the service's wire -----------------------------------------------------------------
+
+
+def _keep(value: Any, _: Any = None) -> Any:
+    """A hook that passes a value through untouched."""
+    return value
+
+
+def _str(value: Any, _: Any) -> str:
+    return to_str(value) or ""
+
+
+def _status(value: Any, _: Any) -> TaskStatus:
+    return TaskStatus.parse(value)
+
+
+def _service_time(value: Any, _: Any) -> datetime | None:
+    return parse_service_time(value)
+
+
+def _epoch_ms(value: Any, _: Any) -> datetime | None:
+    return parse_epoch_ms(value)
+
+
+def _renamed(renames: Mapping[str, str], **more: Any) -> dict[str, Any]:
+    """cattrs overrides: the attributes whose wire key is not their name, and ``more``."""
+    return {name: override(rename=key) for name, key in renames.items()} | more
+
+
+def _wire_keys(cls: type, renames: Mapping[str, str], skip: Iterable[str] = ()) -> frozenset[str]:
+    """The wire keys a model reads (its fields after ``renames``; ``extra`` and ``skip``
+    aside): what is not among them goes into ``extra``."""
+    skipped = {"extra", *skip}
+    return frozenset(
+        renames.get(a.name, a.name) for a in attrs.fields(cls) if a.name not in skipped
+    )
+
+
+def _split(data: Mapping[str, Any], known: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(the known keys, the rest)``; the rest becomes the model's ``extra``."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            fields[key] = value
+        else:
+            extra[key] = value
+    return fields, extra
 
 
 def build_converter() -> cattrs.Converter:
     """A fresh converter (never cattrs' global one)."""
-    return cattrs.Converter(forbid_extra_keys=False)
+    return cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
 
 
 def configure_converter(conv: cattrs.Converter) -> None:
-    """Lenient hooks for scalars and the open ``Usage`` record."""
+    """The service's wire: lenient scalars, its status strings and its time strings."""
     conv.register_structure_hook(float | None, lambda v, _: to_float(v))
     conv.register_structure_hook(int | None, lambda v, _: to_int(v))
     conv.register_structure_hook(str | None, lambda v, _: to_str(v))
-    conv.register_structure_hook(TaskStatus, lambda v, _: TaskStatus.parse(v))
-
-    def structure_usage(data: Any, _: type) -> Usage:
-        if not isinstance(data, Mapping):
-            return Usage()
-        known = {
-            "duration",
-            "size",
-            "input_video_duration",
-            "output_video_duration",
-            "video_count",
-            "SR",
-        }
-        return Usage(
-            duration=to_float(data.get("duration")),
-            size=to_str(data.get("size")),
-            input_video_duration=to_float(data.get("input_video_duration")),
-            output_video_duration=to_float(data.get("output_video_duration")),
-            video_count=to_int(data.get("video_count")),
-            sr=to_int(data.get("SR", data.get("sr"))),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-
-    conv.register_structure_hook(Usage, structure_usage)
+    conv.register_structure_hook(str, _str)
+    conv.register_structure_hook(TaskStatus, _status)
+    conv.register_structure_hook(datetime | None, _service_time)
 
 
-_converter = build_converter()
-configure_converter(_converter)
+_api = build_converter()
+configure_converter(_api)
+
+# Usage: ``SR`` on the wire (``sr`` is read too, and kept in ``extra`` as well).
+_USAGE_RENAMES: Final = {"sr": "SR"}
+_USAGE_KEYS: Final = _wire_keys(Usage, _USAGE_RENAMES)
+_usage_from_wire = make_dict_structure_fn(
+    Usage, _api, **_renamed(_USAGE_RENAMES, extra=override(struct_hook=_keep))
+)
+
+
+def _structure_usage(data: Any, _: Any) -> Usage:
+    if not isinstance(data, Mapping):
+        return Usage()
+    fields, extra = _split(data, _USAGE_KEYS)
+    if "SR" not in fields and "sr" in data:
+        fields["SR"] = data["sr"]
+    fields["extra"] = extra
+    return _usage_from_wire(fields, Usage)
+
+
+_api.register_structure_hook(Usage, _structure_usage)
+
+# TaskResult: the keys of ``output`` (``task_status`` gives ``status`` and
+# ``raw_status``); ``request_id`` and ``usage`` come from the envelope, ``base_url``
+# from the caller, ``extra`` is the rest of ``output``.
+_RESULT_RENAMES: Final = {"status": "task_status", "raw_status": "task_status"}
+_RESULT_KEYS: Final = _wire_keys(TaskResult, _RESULT_RENAMES, ("request_id", "usage", "base_url"))
+_result_from_wire = make_dict_structure_fn(
+    TaskResult, _api, **_renamed(_RESULT_RENAMES, extra=override(struct_hook=_keep))
+)
+
+# TaskSummary: ``status`` (else ``task_status``) gives ``status`` and ``raw_status``;
+# its times are epoch milliseconds.
+_SUMMARY_RENAMES: Final = {"raw_status": "status"}
+_SUMMARY_KEYS: Final = _wire_keys(TaskSummary, _SUMMARY_RENAMES) | {"task_status"}
+_summary_from_wire = make_dict_structure_fn(
+    TaskSummary,
+    _api,
+    **_renamed(
+        _SUMMARY_RENAMES,
+        gmt_create=override(struct_hook=_epoch_ms),
+        start_time=override(struct_hook=_epoch_ms),
+        end_time=override(struct_hook=_epoch_ms),
+        extra=override(struct_hook=_keep),
+    ),
+)
+
+
+def _structure_summary(row: Any, _: Any) -> TaskSummary:
+    fields, extra = _split(row, _SUMMARY_KEYS)
+    if "status" not in fields:
+        fields["status"] = fields.get("task_status")
+    fields["extra"] = extra
+    return _summary_from_wire(fields, TaskSummary)
+
+
+def _structure_rows(rows: Any, _: Any) -> tuple[TaskSummary, ...]:
+    """List rows; a row that is not an object or has no ``task_id`` is skipped."""
+    return tuple(
+        _structure_summary(row, TaskSummary)
+        for row in rows or ()
+        if isinstance(row, Mapping) and to_str(row.get("task_id"))
+    )
+
+
+_api.register_structure_hook(TaskSummary, _structure_summary)
+_api.register_structure_hook_func(lambda t: t == tuple[TaskSummary, ...], _structure_rows)
+
+# Task: ``task_status`` gives ``status``; the rest is the caller's.
+_task_from_wire = make_dict_structure_fn(Task, _api, status=override(rename="task_status"))
 
 
 def structure(data: Any, cls: type[T]) -> T:
-    return _converter.structure(data, cls)
+    """Service JSON -> ``cls`` through the service's converter."""
+    return _api.structure(data, cls)
 
 
 # --- requests ---------------------------------------------------------------------------
+
+_INPUT_FIELDS: Final = ("prompt", "negative_prompt", "reference_urls")
+_PARAMETER_FIELDS: Final = (
+    "size",
+    "duration",
+    "shot_type",
+    "audio",
+    "watermark",
+    "seed",
+    "prompt_extend",
+)
 
 
 def request_body(req: VideoRequest, references: list[str] | None = None) -> dict[str, Any]:
@@ -160,19 +322,14 @@ def request_body(req: VideoRequest, references: list[str] | None = None) -> dict
         references: the final reference URLs (local files replaced by ``oss://`` URLs);
             defaults to ``req.reference_urls``.
     """
-    refs = references if references is not None else [os.fspath(r) for r in req.reference_urls]
-    inp: dict[str, Any] = {"prompt": req.prompt}
-    if req.negative_prompt is not None:
-        inp["negative_prompt"] = req.negative_prompt
-    inp["reference_urls"] = list(refs)
+    flat = request_to_dict(req)
+    inp: dict[str, Any] = {name: flat[name] for name in _INPUT_FIELDS if name in flat}
+    if references is not None:
+        inp["reference_urls"] = list(references)
     inp.update(req.extra_input)
-    params: dict[str, Any] = {}
-    for name in ("size", "duration", "shot_type", "audio", "watermark", "seed", "prompt_extend"):
-        value = getattr(req, name)
-        if value is not None:
-            params[name] = value
+    params: dict[str, Any] = {name: flat[name] for name in _PARAMETER_FIELDS if name in flat}
     params.update(req.extra_parameters)
-    body: dict[str, Any] = {"model": req.model, "input": inp}
+    body: dict[str, Any] = {"model": flat["model"], "input": inp}
     if params:
         body["parameters"] = params
     return body
@@ -219,118 +376,56 @@ def parse_created(
     task_id = to_str(out.get("task_id"))
     if not task_id:
         raise _malformed("create", data, rid)
-    return Task(
-        task_id=task_id,
-        status=TaskStatus.parse(out.get("task_status", "PENDING")),
-        request_id=rid,
-        base_url=base_url,
-        region=region,
-        model=model,
-        submitted_at=submitted_at,
-        fingerprint=fp,
-    )
-
-
-_RESULT_KEYS: Final = frozenset(
-    {
-        "task_id",
-        "task_status",
-        "submit_time",
-        "scheduled_time",
-        "end_time",
-        "video_url",
-        "orig_prompt",
-        "code",
-        "message",
+    fields = {
+        "task_id": task_id,
+        "task_status": out.get("task_status", "PENDING"),
+        "request_id": rid,
+        "base_url": base_url,
+        "region": region,
+        "model": model,
+        "submitted_at": submitted_at,
+        "fingerprint": fp,
     }
-)
+    return _task_from_wire(fields, Task)
 
 
 def parse_result(data: object, *, task_id: str, base_url: str | None = None) -> TaskResult:
     out, rid = _output(data, "query")
-    raw_status = to_str(out.get("task_status"))
-    usage_data = data.get("usage") if isinstance(data, Mapping) else None
-    return TaskResult(
-        task_id=to_str(out.get("task_id")) or task_id,
-        status=TaskStatus.parse(raw_status),
-        raw_status=raw_status,
-        request_id=rid,
-        submit_time=parse_service_time(out.get("submit_time")),
-        scheduled_time=parse_service_time(out.get("scheduled_time")),
-        end_time=parse_service_time(out.get("end_time")),
-        video_url=to_str(out.get("video_url")),
-        orig_prompt=to_str(out.get("orig_prompt")),
-        code=to_str(out.get("code")),
-        message=to_str(out.get("message")),
-        usage=structure(usage_data, Usage) if isinstance(usage_data, Mapping) else None,
-        base_url=base_url,
-        extra={k: v for k, v in out.items() if k not in _RESULT_KEYS},
-    )
+    fields, extra = _split(out, _RESULT_KEYS)
+    if not to_str(fields.get("task_id")):
+        fields["task_id"] = task_id
+    if "task_status" not in fields:
+        fields["task_status"] = None
+    usage = data.get("usage") if isinstance(data, Mapping) else None
+    fields["request_id"] = rid
+    fields["usage"] = usage if isinstance(usage, Mapping) else None
+    fields["base_url"] = base_url
+    fields["extra"] = extra
+    return _result_from_wire(fields, TaskResult)
 
 
 @attrs.frozen(kw_only=True)
 class ListPage:
     """One page of the list answer."""
 
-    items: tuple[TaskSummary, ...]
-    total: int | None
-    total_page: int | None
-    page_no: int | None
-    page_size: int | None
-    request_id: str | None
+    items: tuple[TaskSummary, ...] = ()
+    total: int | None = None
+    total_page: int | None = None
+    page_no: int | None = None
+    page_size: int | None = None
+    request_id: str | None = None
 
 
-_SUMMARY_KEYS: Final = frozenset(
-    {
-        "task_id",
-        "status",
-        "task_status",
-        "model_name",
-        "request_id",
-        "gmt_create",
-        "start_time",
-        "end_time",
-        "region",
-    }
-)
+_list_from_wire = make_dict_structure_fn(ListPage, _api, items=override(rename="data"))
 
 
 def parse_list(data: object) -> ListPage:
     if not isinstance(data, Mapping):
         raise _malformed("list", data)
-    rid = to_str(data.get("request_id"))
     rows = data.get("data")
-    if rows is None:
-        rows = []
-    if not isinstance(rows, list):
-        raise _malformed("list", data, rid)
-    items = []
-    for row in rows:
-        if not isinstance(row, Mapping) or not to_str(row.get("task_id")):
-            continue
-        raw = to_str(row.get("status", row.get("task_status")))
-        items.append(
-            TaskSummary(
-                task_id=to_str(row.get("task_id")) or "",
-                status=TaskStatus.parse(raw),
-                raw_status=raw,
-                model_name=to_str(row.get("model_name")),
-                request_id=to_str(row.get("request_id")),
-                gmt_create=parse_epoch_ms(row.get("gmt_create")),
-                start_time=parse_epoch_ms(row.get("start_time")),
-                end_time=parse_epoch_ms(row.get("end_time")),
-                region=to_str(row.get("region")),
-                extra={k: v for k, v in row.items() if k not in _SUMMARY_KEYS},
-            )
-        )
-    return ListPage(
-        items=tuple(items),
-        total=to_int(data.get("total")),
-        total_page=to_int(data.get("total_page")),
-        page_no=to_int(data.get("page_no")),
-        page_size=to_int(data.get("page_size")),
-        request_id=rid,
-    )
+    if rows is not None and not isinstance(rows, list):
+        raise _malformed("list", data, to_str(data.get("request_id")))
+    return _list_from_wire(data, ListPage)
 
 
 @attrs.frozen(kw_only=True)
@@ -341,36 +436,32 @@ class UploadPolicy:
     signature: str
     upload_dir: str
     upload_host: str
-    expire_in_seconds: float
-    max_file_size_mb: float | None
-    capacity_limit_mb: float | None
+    expire_in_seconds: float = 300.0
+    max_file_size_mb: float | None = None
+    capacity_limit_mb: float | None = None
     oss_access_key_id: str
-    x_oss_object_acl: str | None
-    x_oss_forbid_overwrite: str | None
+    x_oss_object_acl: str | None = None
+    x_oss_forbid_overwrite: str | None = None
     obtained_at: float
     """``anyio.current_time()`` when it was obtained."""
+
+
+_POLICY_REQUIRED: Final = ("policy", "signature", "upload_dir", "upload_host", "oss_access_key_id")
+_policy_from_wire = make_dict_structure_fn(
+    UploadPolicy,
+    _api,
+    expire_in_seconds=override(struct_hook=lambda v, _: to_float(v) or 300.0),
+    obtained_at=override(struct_hook=_keep),
+)
 
 
 def parse_policy(data: object, *, obtained_at: float) -> UploadPolicy:
     if not isinstance(data, Mapping) or not isinstance(data.get("data"), Mapping):
         raise _malformed("upload policy", data)
     d = data["data"]
-    required = ("policy", "signature", "upload_dir", "upload_host", "oss_access_key_id")
-    if any(not to_str(d.get(k)) for k in required):
+    if any(not to_str(d.get(k)) for k in _POLICY_REQUIRED):
         raise _malformed("upload policy", data, to_str(data.get("request_id")))
-    return UploadPolicy(
-        policy=to_str(d["policy"]) or "",
-        signature=to_str(d["signature"]) or "",
-        upload_dir=to_str(d["upload_dir"]) or "",
-        upload_host=to_str(d["upload_host"]) or "",
-        expire_in_seconds=to_float(d.get("expire_in_seconds")) or 300.0,
-        max_file_size_mb=to_float(d.get("max_file_size_mb")),
-        capacity_limit_mb=to_float(d.get("capacity_limit_mb")),
-        oss_access_key_id=to_str(d["oss_access_key_id"]) or "",
-        x_oss_object_acl=to_str(d.get("x_oss_object_acl")),
-        x_oss_forbid_overwrite=to_str(d.get("x_oss_forbid_overwrite")),
-        obtained_at=obtained_at,
-    )
+    return _policy_from_wire({**d, "obtained_at": obtained_at}, UploadPolicy)
 
 
 def parse_error_body(content: bytes) -> tuple[str | None, str | None, str | None]:
@@ -383,3 +474,206 @@ def parse_error_body(content: bytes) -> tuple[str | None, str | None, str | None
     if not isinstance(data, Mapping):
         return None, None, None
     return to_str(data.get("code")), to_str(data.get("message")), to_str(data.get("request_id"))
+
+
+# --- the journal ------------------------------------------------------------------------
+
+
+def _stored_time(value: Any, _: Any) -> datetime | None:
+    """An ISO 8601 time as a journal stores it; ``None`` for anything else."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _stored_mapping(value: Any, _: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _enum_value(member: enum.StrEnum) -> str:
+    return member.value
+
+
+def _is_json_object(t: Any) -> bool:
+    return bool(t == dict[str, Any])
+
+
+_journal = cattrs.Converter(
+    forbid_extra_keys=True, prefer_attrib_converters=True, detailed_validation=False
+)
+for _scalar in (str, str | None, int, int | None, float, float | None, bool | None):
+    _journal.register_structure_hook(_scalar, _keep)
+_journal.register_structure_hook(dict[str, Any] | None, _keep)
+_journal.register_structure_hook_func(_is_json_object, _keep)
+_journal.register_structure_hook_func(lambda t: t == Mapping[str, Any], _stored_mapping)
+_journal.register_structure_hook(TaskStatus, _status)
+_journal.register_structure_hook(datetime | None, _stored_time)
+_journal.register_unstructure_hook(datetime, datetime.isoformat)
+_journal.register_unstructure_hook(enum.StrEnum, _enum_value)  # before ``str`` in the MRO
+_journal.register_unstructure_hook_func(_is_json_object, _keep)  # JSON values as they are
+
+# A request: its set fields (unset ones and empty mappings left out), paths as strings.
+_request_to_journal = make_dict_unstructure_fn(
+    VideoRequest,
+    _journal,
+    _cattrs_omit_if_default=True,
+    reference_urls=override(unstruct_hook=lambda refs: [os.fspath(r) for r in refs]),
+    extra_input=override(unstruct_hook=dict),
+    extra_parameters=override(unstruct_hook=dict),
+)
+_journal.register_unstructure_hook(VideoRequest, _request_to_journal)
+
+# Usage: every field (``None`` included) and ``extra``.
+_usage_to_journal = make_dict_unstructure_fn(Usage, _journal, extra=override(unstruct_hook=dict))
+_journal.register_unstructure_hook(Usage, _usage_to_journal)
+_usage_from_journal = make_dict_structure_fn(Usage, _journal, _cattrs_forbid_extra_keys=False)
+
+
+def _structure_stored_usage(data: Any, _: Any) -> Usage:
+    return _usage_from_journal(data, Usage) if isinstance(data, Mapping) else Usage()
+
+
+_journal.register_structure_hook(Usage, _structure_stored_usage)
+
+# TaskResult: the fields that are set, ``extra`` left out, in the order always stored.
+_RESULT_ORDER: Final = (
+    "task_id",
+    "status",
+    "raw_status",
+    "request_id",
+    "video_url",
+    "code",
+    "message",
+    "orig_prompt",
+    "base_url",
+    "submit_time",
+    "scheduled_time",
+    "end_time",
+    "usage",
+)
+_result_fields = make_dict_unstructure_fn(
+    TaskResult, _journal, _cattrs_omit_if_default=True, extra=override(omit=True)
+)
+
+
+def _result_to_journal(result: TaskResult) -> dict[str, Any]:
+    data = _result_fields(result)
+    return {name: data[name] for name in _RESULT_ORDER if name in data}
+
+
+_journal.register_unstructure_hook(TaskResult, _result_to_journal)
+_journal.register_structure_hook(
+    TaskResult, make_dict_structure_fn(TaskResult, _journal, _cattrs_forbid_extra_keys=False)
+)
+
+
+def journal_unstructure(obj: Any) -> Any:
+    """A model or a journal record (any attrs class) as the JSON values a journal stores."""
+    return _journal.unstructure(obj)
+
+
+def journal_structure(data: Any, cls: type[T]) -> T:
+    """A model or a journal record back from what `journal_unstructure` gave.
+
+    Raises:
+        TypeError: ``data`` lacks a required field or holds an unknown one (a record
+            class's own converters and validators raise theirs too).
+    """
+    try:
+        return _journal.structure(data, cls)
+    except ForbiddenExtraKeysError as exc:
+        raise TypeError(f"stored {cls.__name__} has unknown fields: {exc}") from None
+    except KeyError as exc:
+        raise TypeError(f"stored {cls.__name__} lacks the field {exc}") from None
+
+
+def register_journal_record(cls: type) -> None:
+    """Build the journal converter's functions for a record class (an attrs class whose
+    own converters and validators check its fields) once, up front."""
+    _journal.register_structure_hook(cls, make_dict_structure_fn(cls, _journal))
+    _journal.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, _journal))
+
+
+def json_text(value: Any, where: str) -> str:
+    """Compact JSON text of stored values (non-ASCII kept, NaN refused).
+
+    Raises:
+        TypeError: ``value`` holds something JSON cannot encode (naming ``where``).
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where} must hold JSON values only: {exc}") from None
+
+
+def request_to_dict(request: VideoRequest) -> dict[str, Any]:
+    """The request's fields as JSON values: paths as strings, unset fields left out."""
+    return _request_to_journal(request)
+
+
+def request_from_dict(data: Mapping[str, Any]) -> VideoRequest:
+    """Rebuild a `VideoRequest` from `request_to_dict`'s output.
+
+    Raises:
+        InvalidRequestError: the fields no longer make a valid request.
+        TypeError: an unknown field.
+    """
+    return VideoRequest(**data)
+
+
+def result_to_dict(result: TaskResult) -> dict[str, Any]:
+    """A `TaskResult`'s essentials as JSON values (times as ISO 8601)."""
+    return _result_to_journal(result)
+
+
+def result_from_dict(data: Mapping[str, Any]) -> TaskResult:
+    """The `TaskResult` stored by `result_to_dict` (its ``extra`` was not stored).
+
+    Raises:
+        TypeError: ``data`` lacks ``task_id`` or ``status``.
+    """
+    return journal_structure(data, TaskResult)
+
+
+# --- the CLI's --json -------------------------------------------------------------------
+
+_cli = _journal.copy()
+
+_TASK_ORDER: Final = ("task_id", "status", "request_id", "model", "region", "base_url")
+_task_fields = make_dict_unstructure_fn(
+    Task, _cli, submitted_at=override(omit=True), fingerprint=override(omit=True)
+)
+_summary_to_json: Callable[[TaskSummary], dict[str, Any]] = make_dict_unstructure_fn(
+    TaskSummary,
+    _cli,
+    start_time=override(omit=True),
+    end_time=override(omit=True),
+    region=override(omit=True),
+    extra=override(omit=True),
+)
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """``wanr2v submit --json``'s ``task``: id, status, request id, model, region, base URL."""
+    data = _task_fields(task)
+    return {name: data[name] for name in _TASK_ORDER}
+
+
+def result_json(result: TaskResult) -> dict[str, Any]:
+    """A result in ``--json`` output: the journal's shape (`result_to_dict`)."""
+    return _result_to_journal(result)
+
+
+def summary_json(row: TaskSummary) -> dict[str, Any]:
+    """A ``wanr2v list --json`` row: id, status, raw status, model, request id, creation time."""
+    return _summary_to_json(row)
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """A `Usage` as a result's ``usage`` in ``--json`` output (every field, ``sr``, ``extra``)."""
+    return _usage_to_journal(usage)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +35,15 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 import attrs
 
 from .._exceptions import WanError
-from .._models import TaskResult, VideoRequest
+from .._models import VideoRequest
+from .._wire import (
+    journal_structure,
+    journal_unstructure,
+    register_journal_record,
+    request_from_dict,
+    request_to_dict,
+    result_to_dict,
+)
 
 __all__ = [
     "FROZEN_FIELDS",
@@ -51,6 +58,8 @@ __all__ = [
     "LeasedJournal",
     "account_fingerprint",
     "check_requests",
+    "record_from_dict",
+    "record_to_dict",
     "SubmissionRecord",
     "SubmissionState",
     "UPDATABLE_FIELDS",
@@ -395,6 +404,10 @@ class SubmissionRecord:
         return self.state.is_terminal
 
 
+# The journal converter's functions for a record, built here while the annotations' names
+# are this module's (the package re-homes the class) and before any worker thread uses them.
+register_journal_record(SubmissionRecord)
+
 FROZEN_FIELDS: Final = frozenset({"submission_id", "batch_key", "created_at", "updated_at"})
 """Fields ``update`` refuses: identity and the store-kept timestamps."""
 
@@ -407,52 +420,20 @@ UPDATABLE_FIELDS: Final = frozenset(
 # --- conversions -----------------------------------------------------------------------
 
 
-def request_to_dict(request: VideoRequest) -> dict[str, Any]:
-    """The request's fields as JSON values: paths as strings, unset fields left out."""
-    out: dict[str, Any] = {}
-    for a in attrs.fields(VideoRequest):
-        value = getattr(request, a.name)
-        if value is None or (isinstance(value, Mapping) and not value):
-            continue
-        if a.name == "reference_urls":
-            value = [os.fspath(r) for r in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[a.name] = value
-    return out
+def record_to_dict(record: SubmissionRecord) -> dict[str, Any]:
+    """A record as the JSON values a store keeps (``state`` as its value), field by field."""
+    data: dict[str, Any] = journal_unstructure(record)
+    return data
 
 
-def request_from_dict(data: Mapping[str, Any]) -> VideoRequest:
-    """Rebuild a `VideoRequest` from `request_to_dict`'s output.
+def record_from_dict(data: Mapping[str, Any]) -> SubmissionRecord:
+    """The record `record_to_dict` gave (its own converters and validators check it).
 
     Raises:
-        InvalidRequestError: the fields no longer make a valid request.
-        TypeError: an unknown field.
+        TypeError: a field is missing, unknown or of the wrong type.
+        ValueError: a value is out of range (e.g. a time that is not finite).
     """
-    return VideoRequest(**data)
-
-
-def result_to_dict(result: TaskResult) -> dict[str, Any]:
-    """A `TaskResult`'s essentials as JSON values (times as ISO 8601)."""
-    out: dict[str, Any] = {
-        "task_id": result.task_id,
-        "status": result.status.value,
-        "raw_status": result.raw_status,
-        "request_id": result.request_id,
-        "video_url": result.video_url,
-        "code": result.code,
-        "message": result.message,
-        "orig_prompt": result.orig_prompt,
-        "base_url": result.base_url,
-    }
-    for name in ("submit_time", "scheduled_time", "end_time"):
-        when = getattr(result, name)
-        out[name] = when.isoformat() if when is not None else None
-    if result.usage is not None:
-        usage = attrs.asdict(result.usage)
-        usage["extra"] = dict(result.usage.extra)
-        out["usage"] = usage
-    return {k: v for k, v in out.items() if v is not None}
+    return journal_structure(data, SubmissionRecord)
 
 
 def states_of(

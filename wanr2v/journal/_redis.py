@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import attrs
 
+from .._wire import json_text
 from ._base import (
     JournalConflictError,
     JournalError,
@@ -38,6 +39,8 @@ from ._base import (
     SubmissionState,
     check_no_secrets,
     check_updatable,
+    record_from_dict,
+    record_to_dict,
     states_of,
 )
 
@@ -81,21 +84,12 @@ return {3}
 ``{0}`` missing; ``{1, json}`` changed meanwhile; ``{2, owner}`` task taken; ``{3}`` done."""
 
 
-def _dumps(value: Any, where: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where} must hold JSON values only: {exc}") from None
-
-
 def _encode(record: SubmissionRecord) -> str:
-    data = attrs.asdict(record, recurse=False)
-    data["state"] = record.state.value
-    return _dumps(data, "record")
+    return json_text(record_to_dict(record), "record")
 
 
 def _decode(text: str) -> SubmissionRecord:
-    return SubmissionRecord(**json.loads(text))
+    return record_from_dict(json.loads(text))
 
 
 class RedisJournal:
@@ -331,7 +325,7 @@ class RedisJournal:
         """
         self._check(key, "meta key")
         self._check(value, f"meta {key!r}")
-        text = _dumps(value, f"meta {key!r}")
+        text = json_text(value, f"meta {key!r}")
         await self._do(lambda r: r.hset(self._k("meta"), key, text))
 
     async def get_meta(self, key: str, default: Any = None) -> Any:

@@ -57,6 +57,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .._wire import json_text
 from ._base import (
     JournalBusyError,
     JournalConflictError,
@@ -67,6 +68,8 @@ from ._base import (
     SubmissionState,
     check_no_secrets,
     check_updatable,
+    record_from_dict,
+    record_to_dict,
     states_of,
 )
 
@@ -138,13 +141,6 @@ CREATE TABLE IF NOT EXISTS owner (
     ttl           REAL NOT NULL
 );
 """
-
-
-def _dumps(value: Any, where: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where} must hold JSON values only: {exc}") from None
 
 
 class SQLiteJournal:
@@ -428,14 +424,13 @@ class SQLiteJournal:
         check_no_secrets(value, self._secrets, where=where)
 
     def _row_values(self, record: SubmissionRecord) -> tuple[Any, ...]:
+        data = record_to_dict(record)
         values = []
         for name in _COLUMNS:
-            value = getattr(record, name)
+            value = data[name]
             self._check(value, name)
             if name in _JSON_FIELDS and value is not None:
-                value = _dumps(value, name)
-            elif isinstance(value, SubmissionState):
-                value = value.value
+                value = json_text(value, name)
             values.append(value)
         return tuple(values)
 
@@ -602,7 +597,7 @@ class SQLiteJournal:
         """
         self._check(key, "meta key")
         self._check(value, f"meta {key!r}")
-        text = _dumps(value, f"meta {key!r}")
+        text = json_text(value, f"meta {key!r}")
 
         def put(conn: sqlite3.Connection) -> None:
             with self._write(conn):
@@ -840,7 +835,7 @@ def _record(row: sqlite3.Row) -> SubmissionRecord:
         if name in _JSON_FIELDS and value is not None:
             value = json.loads(value)
         fields[name] = value
-    return SubmissionRecord(**fields)
+    return record_from_dict(fields)
 
 
 def _owner(row: sqlite3.Row) -> JournalOwner:
