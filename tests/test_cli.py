@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from wanr2v._cli import Output, load_batch
+from wanr2v._batchfile import read_batch_file
+from wanr2v._cli._output import Output
 from wanr2v.testing import EmulatorConfig, FaultRule, Quotas, serve
 from wanr2v.testing._emulator import Emulator
 
@@ -181,7 +182,7 @@ def test_without_rich_a_terminal_gets_plain_text(monkeypatch: pytest.MonkeyPatch
         def isatty(self) -> bool:
             return True
 
-    monkeypatch.setattr("wanr2v._cli._rich_available", lambda: False)
+    monkeypatch.setattr("wanr2v._cli._output._rich_available", lambda: False)
     out = Output(json_mode=False, stdout=Terminal())
     assert not out.rich
     out.secrets.append(SECRET)
@@ -415,7 +416,7 @@ def test_bad_batch_files_exit_2_and_dry_run_needs_no_key(tmp_path: Path) -> None
     assert as_json(proc)["estimated_cost_usd"] == pytest.approx(2.25)  # (10 + 5) s × 0.15
 
 
-def test_load_batch_reads_toml_defaults_and_resolves_relative_paths(tmp_path: Path) -> None:
+def test_read_batch_file_reads_toml_defaults_and_resolves_relative_paths(tmp_path: Path) -> None:
     """TOML [defaults] fill each [[requests]]; local paths are relative to the file."""
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "batch.toml"
@@ -425,7 +426,7 @@ def test_load_batch_reads_toml_defaults_and_resolves_relative_paths(tmp_path: Pa
         '[[requests]]\nkey = "two"\nprompt = "two"\nmodel = "wan2.6-r2v"\naudio = true\n'
         'reference_urls = ["/abs/b.png"]\n'
     )
-    batch = load_batch(path)
+    batch = read_batch_file(path)
     assert list(batch) == ["1", "two"]
     assert batch["1"].audio is False and batch["1"].model == "wan2.6-r2v-flash"
     assert batch["1"].reference_urls == (str(tmp_path / "sub" / "me.mp4"), "https://x.test/a.png")

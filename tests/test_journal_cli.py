@@ -279,3 +279,39 @@ def test_resume_of_a_journal_without_submissions_is_an_error(
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(monkeypatch, capsys, "resume", "--journal", str(db))
     assert code == 2 and "holds no submissions" in err
+
+
+def test_run_at_another_base_url_is_refused_by_the_library_and_resume_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal with unfinished tasks at emulator one, run again against emulator two:
+    the library refuses it (exit 2, "unfinished tasks at"), nothing reaches two, and the
+    journal still remembers one, so a plain `resume` finishes the tasks there."""
+    monkeypatch.chdir(tmp_path)
+    slow = EmulatorConfig(time_scale=SCALE, seed=24, generation_time=(120.0, 240.0))
+    with serve(slow) as one, serve(EmulatorConfig(time_scale=SCALE, seed=25)) as two:
+        batch = batch_file(tmp_path / "b.jsonl", 2)
+        db = tmp_path / "b.db"
+        run = start(
+            "run", str(batch), "--journal", str(db), "--out", "videos",
+            *service(one, SCALE), cwd=tmp_path,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while created_in(db) < 2:
+            assert run.poll() is None, finish(run)
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=10)
+
+        args = ["run", str(batch), "--journal", str(db), "--out", "videos"]
+        code, _, err = cli(monkeypatch, capsys, *args, *service(two, SCALE))
+        assert code == 2, err
+        assert f"unfinished tasks at {one.base_url.rstrip('/')}" in err
+        assert two.stats().total_requests == 0
+        assert "FAILED" not in states_in(db)
+
+        code, _, err = cli(monkeypatch, capsys, "resume", "--journal", str(db))
+        assert code == 0, err
+        assert states_in(db) == {"DOWNLOADED": 2}
+        assert one.stats().tasks_created == 2
