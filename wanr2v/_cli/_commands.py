@@ -26,6 +26,7 @@ from .._exceptions import (
     UnsupportedOperationError,
 )
 from .._models import TaskStatus, TaskSummary, VideoRequest
+from .._wire import result_json, summary_json, task_json
 from ._context import Context, check_out, gather
 from ._output import (
     EXIT_FAILED,
@@ -37,10 +38,7 @@ from ._output import (
     detail,
     error_json,
     message,
-    result_json,
     show_path,
-    summary_json,
-    task_json,
     when,
 )
 
