@@ -490,7 +490,7 @@ def _task_json(task: Task) -> dict[str, Any]:
 
 
 def _result_json(result: TaskResult) -> dict[str, Any]:
-    from .journal import result_to_dict
+    from .journal._base import result_to_dict
 
     return result_to_dict(result)
 
@@ -1235,7 +1235,8 @@ async def _check_journal(
     requests: Mapping[str, VideoRequest],
     allow_duplicates: bool = False,
 ) -> None:
-    from .journal import JournalConflictError, check_requests
+    from .journal import JournalConflictError
+    from .journal._base import check_requests
 
     known = await journal.get_meta("base_url")
     if known is not None and known != base_url:
@@ -1303,7 +1304,7 @@ def _dry_run(
 
 
 def _request_json(request: VideoRequest) -> dict[str, Any]:
-    from .journal import request_to_dict
+    from .journal._base import request_to_dict
 
     return {**request_to_dict(request), "estimated_cost_usd": request.estimated_cost_usd()}
 
