@@ -10,8 +10,9 @@ problem, 0 when the site holds:
 - no private module path (``wanr2v._batch``) in any page's visible text;
 - every public name (``__all__`` of ``wanr2v``, ``wanr2v.journal``, ``wanr2v.testing``)
   has an entry in the API reference;
-- the models and the batch records list every attrs field, each with a type and a
-  meaning (a non-empty description), and no field with a default shows as *required*;
+- the models, the batch records and the statistics records list every attrs field,
+  each with a type and a meaning (a non-empty description), and no field with a
+  default shows as *required*;
 - none of the client's or the emulator's plumbing is published.
 
 Needs ``wanr2v`` importable (the fields are read with ``attrs.fields``).
@@ -45,6 +46,11 @@ DOCUMENTED_FIELDS: dict[str, tuple[type, ...]] = {
         wanr2v.Usage,
     ),
     "reference/client/index.html": (wanr2v.BatchItem, wanr2v.BatchSummary),
+    "reference/limits/index.html": (
+        wanr2v.GovernorStatistics,
+        wanr2v.RateStatistics,
+        wanr2v.SchedulerStatistics,
+    ),
 }
 """Pages and the attrs classes whose every field they must list with its meaning."""
 
@@ -56,6 +62,11 @@ PLUMBING = (
     "wanr2v.AsyncWanClient.reconcile",
     "wanr2v.AsyncWanClient.session_for_region",
     "wanr2v.AsyncWanClient.get_upload_policy",
+    "wanr2v.Governor.acquire",
+    "wanr2v.Governor.http_slot",
+    "wanr2v.Governor.task_slot",
+    "wanr2v.Governor.throttled",
+    "wanr2v.testing.Faults.pick",
     "wanr2v.testing.Emulator.create",
     "wanr2v.testing.Emulator.query",
     "wanr2v.testing.Emulator.cancel",
@@ -67,7 +78,8 @@ PLUMBING = (
     "wanr2v.testing.Emulator.record_host_request",
     "wanr2v.testing.Emulator.new_request_id",
 )
-"""Anchors that must not exist: internals of a verb, or the emulator's HTTP handlers."""
+"""Anchors that must not exist: internals of a verb, the governor's pacing calls (the
+client makes them), the emulator's HTTP handlers."""
 
 
 class _Page(HTMLParser):
