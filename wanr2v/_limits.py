@@ -58,7 +58,8 @@ can bunch requests that left evenly spaced, and a 429 costs more than 8 % of a r
 class Limits:
     """The account's limits as this client should respect them.
 
-    Rates are per second of real time; ``None`` turns a limit off.
+    Rates are per second of real time; ``None`` turns a limit off. For an emulator
+    running faster than real time, ``Limits().scaled(100)`` divides every period by 100.
 
     Args:
         creates_per_second: task creation (service: 5/s).
@@ -73,8 +74,6 @@ class Limits:
         running_slots: tasks the service processes at once (service: 5); the poll
             scheduler uses it to predict when a queued task starts.
         max_connections: HTTP requests in flight at once (and the pool's size).
-        time_scale: divide every period by this (for an emulator running faster than
-            real time): ``Limits().scaled(100)``.
     """
 
     creates_per_second: float | None = 5.0
