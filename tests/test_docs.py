@@ -22,7 +22,6 @@ long as its slowest example.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -238,36 +237,6 @@ def test_every_page_is_in_the_nav() -> None:
     pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
     missing = [p for p in pages if p not in nav]
     assert not missing, f"pages missing from mkdocs.yml's nav: {missing}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def docs_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str] | None]:
-    """``mkdocs build --strict``, started with the module so it runs alongside the examples."""
-    needed = ("mkdocs", "material", "mkdocstrings_handlers.python")
-    if not all(importlib.util.find_spec(name.split(".")[0]) for name in needed):
-        yield None
-        return
-    site = tmp_path_factory.mktemp("site")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate()
-
-
-def test_docs_build_strict(docs_build: subprocess.Popen[str] | None) -> None:
-    """``mkdocs build --strict`` succeeds: no broken link, no docstring warning."""
-    if docs_build is None:
-        pytest.skip("the docs extra (mkdocs-material, mkdocstrings[python]) is not installed")
-    out, _ = docs_build.communicate(timeout=180)
-    assert docs_build.returncode == 0, out
 
 
 def test_docstrings_hold_no_sphinx_roles() -> None:

@@ -20,17 +20,15 @@ import pytest
 
 from wanr2v._models import TaskResult, TaskStatus, Usage, VideoRequest
 from wanr2v.journal import (
-    SCHEMA_VERSION,
-    UPDATABLE_FIELDS,
     JournalConflictError,
     JournalError,
     JournalStore,
     SQLiteJournal,
     SubmissionRecord,
     SubmissionState,
-    request_to_dict,
-    result_to_dict,
 )
+from wanr2v.journal._base import UPDATABLE_FIELDS, request_to_dict, result_to_dict
+from wanr2v.journal._sqlite import SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789abcdef"

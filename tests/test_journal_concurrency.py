@@ -24,7 +24,6 @@ import pytest
 
 from wanr2v import VideoRequest
 from wanr2v.journal import (
-    SCHEMA_VERSION,
     JournalBusyError,
     JournalConflictError,
     JournalError,
@@ -33,6 +32,7 @@ from wanr2v.journal import (
     SubmissionRecord,
     SubmissionState,
 )
+from wanr2v.journal._sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 S = SubmissionState

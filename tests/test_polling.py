@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from wanr2v import Governor, Limits, PollPolicy, PollScheduler, TaskResult, TaskStatus
+from wanr2v import Governor, Limits, PollPolicy, TaskResult, TaskStatus
 from wanr2v._exceptions import ServerError
-from wanr2v._polling import Watch
+from wanr2v._polling import PollScheduler, Watch
 
 pytestmark = pytest.mark.anyio
 

@@ -1,22 +1,30 @@
 """wanr2v: an asyncio-native (anyio) client for Wan 2.6 reference-to-video.
 
-Layers, bottom up:
+What this package exports is what a program needs, and nothing else (``__all__`` is
+pinned by ``tests/test_public_surface.py``):
 
-- ``_config`` (regions, env vars), ``_models`` (attrs requests and results) and
-  ``_wire`` (the one cattrs converter: wire JSON <-> models);
-- ``_http``: one request path with auth, the safe-retry rule and error mapping
-  (``_exceptions`` draws the error tree);
-- ``_limits``: the account `Governor` that paces every call, and
-  ``_polling``: the one `PollScheduler` shared by every ``wait``;
-- ``_client``: `AsyncWanClient`, the verbs; ``_batch``: many tasks at once;
-  ``_files``: local uploads and result downloads; ``journal``: durable records;
-- ``testing``: the emulator of the DashScope task API, for your own tests too.
+- the clients: `AsyncWanClient` (and `WanClient`, its blocking twin), `RegionEndpoint`
+  for more regions, `AioHttpClient` as an optional transport;
+- requests and results: `VideoRequest` (with the literal types `ModelName`, `Size`,
+  `ShotType`), `Task`, `TaskResult`, `TaskStatus`, `TaskSummary`, `Usage`,
+  `raise_for_status`; batches: `BatchItem`, `BatchSummary`, `read_batch_file` (the
+  batch-file format of ``wanr2v run``); events: `TaskEvent`;
+- the policies a user sets: `Limits` (and a `Governor` to share between clients of
+  one account), `PollPolicy`, `RetryPolicy`; the records ``statistics()`` returns:
+  `ClientStatistics`, `GovernorStatistics`, `RateStatistics`, `SchedulerStatistics`;
+- the error tree under `WanError`.
+
+``wanr2v.journal`` (durable batches) and ``wanr2v.testing`` (the emulator) are
+subpackages with their own ``__all__``. Everything in a module whose name starts with
+an underscore is private; docs/architecture.md describes how those modules fit.
 """
 
 import logging
+import types as _types
 
 from ._aiohttp import AioHttpClient
-from ._batch import BatchItem, BatchRunner, BatchSummary, BudgetExceededError
+from ._batch import BatchItem, BatchSummary, BudgetExceededError
+from ._batchfile import read_batch_file
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS
 from ._events import TaskEvent
@@ -52,8 +60,18 @@ from ._exceptions import (
     WanError,
 )
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
-from ._models import Task, TaskResult, TaskStatus, TaskSummary, Usage, VideoRequest
-from ._polling import PollPolicy, PollScheduler, SchedulerStatistics
+from ._models import (
+    ModelName,
+    ShotType,
+    Size,
+    Task,
+    TaskResult,
+    TaskStatus,
+    TaskSummary,
+    Usage,
+    VideoRequest,
+)
+from ._polling import PollPolicy, SchedulerStatistics
 from ._retry import RetryPolicy
 from ._storage import SharedStorageError
 from ._sync import WanClient
@@ -68,7 +86,6 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchItem",
-    "BatchRunner",
     "BatchSummary",
     "BudgetExceededError",
     "ClientStatistics",
@@ -76,15 +93,16 @@ __all__ = [
     "ConnectError",
     "ContentModerationError",
     "DownloadError",
+    # Kept: clients of one account share one (docs/batching.md, docs/configuration.md).
     "Governor",
     "GovernorStatistics",
     "InvalidParameterError",
     "InvalidRequestError",
     "Limits",
+    "ModelName",
     "NotFoundError",
     "PermissionDeniedError",
     "PollPolicy",
-    "PollScheduler",
     "QuotaExhaustedError",
     "RateLimitError",
     "RateStatistics",
@@ -97,6 +115,8 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "SharedStorageError",
+    "ShotType",
+    "Size",
     "SubmitOutcomeUnknownError",
     "Task",
     "TaskCanceledError",
@@ -116,7 +136,10 @@ __all__ = [
     "WanClient",
     "WanError",
     "__version__",
+    # Kept: turns a fetched TaskResult into the typed error ``wait`` raises (a failed,
+    # canceled or unknown task), for programs that poll with ``fetch`` themselves.
     "raise_for_status",
+    "read_batch_file",
 ]
 
 # A library is silent until its user configures logging: without this handler, Python's
@@ -126,7 +149,7 @@ logging.getLogger("wanr2v").addHandler(logging.NullHandler())
 # Tracebacks and reprs say ``wanr2v.RateLimitError``, not ``wanr2v._exceptions...``.
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type) and _obj.__module__.startswith("wanr2v._"):
+    if isinstance(_obj, (type, _types.FunctionType)) and _obj.__module__.startswith("wanr2v._"):
         _obj.__module__ = "wanr2v"
 del _name, _obj
 

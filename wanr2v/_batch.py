@@ -75,9 +75,8 @@ from .journal import (
     SubmissionRecord,
     SubmissionState,
     account_fingerprint,
-    check_requests,
-    result_to_dict,
 )
+from .journal._base import check_requests, result_to_dict
 
 if TYPE_CHECKING:
     from ._http import ApiSession
@@ -88,6 +87,8 @@ __all__ = ["BatchItem", "BatchRunner", "BatchSummary", "BudgetExceededError", "C
 logger = logging.getLogger("wanr2v")
 
 CancelPolicy = Literal["detach", "cancel_pending"]
+"""What a cancelled batch does with its remote tasks: ``"detach"`` leaves them running,
+``"cancel_pending"`` cancels those still PENDING (not billed) and detaches the rest."""
 
 DEFAULT_KEY_NAME = "{key}.mp4"
 """The file name of a batch item's video when the batch has keys of its own (a mapping)."""
@@ -203,7 +204,20 @@ class BatchItem:
 
 @attrs.frozen(kw_only=True)
 class BatchSummary:
-    """Counts of a finished batch."""
+    """Counts and cost of a finished batch (what ``wanr2v run`` prints at the end).
+
+    Attributes:
+        total: the batch's items, earlier runs' included.
+        succeeded: items whose task SUCCEEDED with nothing failing after (`BatchItem.ok`).
+        failed: every other item (a failed task, a refused create, a failed download...).
+        downloaded: items whose video was saved.
+        wall_seconds: how long the run took.
+        estimated_cost_usd: what the service billed for the tasks that succeeded in this
+            run (their usage at list prices), downloaded or not; earlier runs' items
+            are not counted.
+        earlier: items finished by an earlier run of the journal (nothing done for them
+            now).
+    """
 
     total: int
     succeeded: int
@@ -211,10 +225,7 @@ class BatchSummary:
     downloaded: int
     wall_seconds: float
     estimated_cost_usd: float
-    """What the service billed for the tasks that succeeded in this run (their usage
-    at list prices), downloaded or not; earlier runs' items are not counted."""
     earlier: int = 0
-    """Items finished by an earlier run of the journal (nothing done for them now)."""
 
 
 Requests = (

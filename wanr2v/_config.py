@@ -28,6 +28,8 @@ REGION_BASE_URLS: Final[dict[str, str]] = {
     "singapore": "https://dashscope-intl.aliyuncs.com/api/v1",
     "virginia": "https://dashscope-us.aliyuncs.com/api/v1",
 }
+"""The vendor's base URL of each region (``region=`` picks one). A key belongs to one
+region: another region's URL answers it 401."""
 
 
 @attrs.frozen(kw_only=True)

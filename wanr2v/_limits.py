@@ -58,7 +58,8 @@ can bunch requests that left evenly spaced, and a 429 costs more than 8 % of a r
 class Limits:
     """The account's limits as this client should respect them.
 
-    Rates are per second of real time; ``None`` turns a limit off.
+    Rates are per second of real time; ``None`` turns a limit off. For an emulator
+    running faster than real time, ``Limits().scaled(100)`` divides every period by 100.
 
     Args:
         creates_per_second: task creation (service: 5/s).
@@ -73,8 +74,6 @@ class Limits:
         running_slots: tasks the service processes at once (service: 5); the poll
             scheduler uses it to predict when a queued task starts.
         max_connections: HTTP requests in flight at once (and the pool's size).
-        time_scale: divide every period by this (for an emulator running faster than
-            real time): ``Limits().scaled(100)``.
     """
 
     creates_per_second: float | None = 5.0
@@ -144,7 +143,18 @@ class Limits:
 
 @attrs.frozen(kw_only=True)
 class RateStatistics:
-    """One kind's bucket: its configured and current rate and what went through it."""
+    """One kind's bucket: its configured and current rate and what went through it.
+
+    Attributes:
+        configured_rate: the rate it paces at, requests per second (a little under the
+            account's quota); ``None``: unlimited.
+        current_rate: the rate now: lower than ``configured_rate`` after a 429, which
+            halves it, until it has recovered; ``None``: unlimited.
+        granted: requests let through.
+        waiting: requests waiting for a token now.
+        throttled: 429 answers of this kind that came anyway.
+        paused_for: seconds left of the pause a 429's ``Retry-After`` set (0: none).
+    """
 
     configured_rate: float | None
     current_rate: float | None
@@ -156,7 +166,19 @@ class RateStatistics:
 
 @attrs.frozen(kw_only=True)
 class GovernorStatistics:
-    """A snapshot of a `Governor`."""
+    """A snapshot of a `Governor`.
+
+    Attributes:
+        rates: each kind's bucket (``"create"``, ``"query"``, ``"list"``, ``"cancel"``,
+            ``"policy"``).
+        http_in_flight: HTTP requests being sent or answered now.
+        http_waiting: HTTP requests waiting for a slot.
+        max_connections: the cap on HTTP requests in flight.
+        tasks_in_flight: task slots held (tasks created, or being created, and not final).
+        tasks_waiting: batch items waiting for a task slot before their create.
+        max_in_flight: the cap on tasks in flight (``Limits.max_in_flight``).
+        throttled_total: 429 answers of every kind.
+    """
 
     rates: dict[str, RateStatistics]
     http_in_flight: int

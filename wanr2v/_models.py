@@ -45,6 +45,8 @@ ModelName: TypeAlias = Literal["wan2.6-r2v", "wan2.6-r2v-flash"]
 """The model names this version knows (any other string is still accepted: a model the
 vendor adds later works without a new release; the service judges it)."""
 ShotType: TypeAlias = Literal["single", "multi"]
+"""``"single"`` (one continuous shot, the service's default) or ``"multi"`` (several
+shots); it wins over what the prompt says."""
 Size: TypeAlias = Literal[
     "1280*720",
     "720*1280",
@@ -222,8 +224,9 @@ class VideoRequest:
             dropped) costs less than a warning in a log nobody reads. Naming a
             ``characterN`` with no N-th reference is refused too: the service has no
             subject for it and makes (and bills) a video without it.
-        reference_urls: 1–5 references (at most 5 images, 3 videos): ``http(s)://`` or
-            ``oss://`` URLs, ``file://`` URLs or local paths (uploaded for you).
+        reference_urls: 1–5 references, a list or tuple (at most 5 images, 3 videos):
+            ``http(s)://`` or ``oss://`` URLs, ``file://`` URLs or local paths (uploaded
+            for you). One string is taken as a list of one.
         negative_prompt: up to 500 characters.
         size: ``"W*H"``, e.g. ``"1280*720"``; the service's default is ``1920*1080``.
         duration: whole seconds, 2–10 (service default 5).
@@ -385,7 +388,7 @@ class VideoRequest:
         return 720 if self.size in SIZES_720P else 1080
 
     def rate_usd_per_second(self, resolution: int | None = None) -> float:
-        """The list price of one billed second (protocol.md, pricing), in USD.
+        """The vendor's list price of one billed second, in USD.
 
         Args:
             resolution: 720 or 1080 (default: this request's).
@@ -399,7 +402,7 @@ class VideoRequest:
         return 0.05 if res == 720 else 0.075
 
     def estimated_cost_usd(self) -> float:
-        """Upper estimate at the vendor's list prices (protocol.md, pricing).
+        """Upper estimate at the vendor's list prices, in USD.
 
         Billed seconds = input video seconds (at most 5 s in all, images free) + output
         seconds. Videos referenced by URL are assumed to bill their full share.
@@ -451,7 +454,8 @@ class Task:
         region: the region name of ``base_url`` (``"custom"`` for another host).
         model: the model it runs.
         submitted_at: UNIX time the create was sent.
-        fingerprint: hash of model + input + parameters (see ``fingerprint``).
+        fingerprint: a hash (sha256) of the create body's model, input and
+            parameters: the same request gives the same fingerprint.
     """
 
     task_id: str
@@ -466,7 +470,22 @@ class Task:
 
 @attrs.frozen(kw_only=True)
 class Usage:
-    """Billing figures of a succeeded task; unknown keys are kept in ``extra``."""
+    """Billing figures of a succeeded task (the ``usage`` of its query answer).
+
+    The service sends usage only on success. Numbers may come as int, float or string
+    and are read leniently; a key this version does not know is kept in ``extra``.
+
+    Attributes:
+        duration: billed seconds: input video seconds (at most 5 s in all, images
+            free) plus output seconds.
+        size: the video's size, ``"W*H"`` (e.g. ``"1280*720"``).
+        input_video_duration: billed seconds of the reference videos.
+        output_video_duration: seconds of the generated video.
+        video_count: videos made (1).
+        sr: the resolution class, 720 or 1080 (the service's ``SR``); it sets the
+            price of a second.
+        extra: the other keys of ``usage``, as sent.
+    """
 
     duration: float | None = None
     size: str | None = None
@@ -479,9 +498,28 @@ class Usage:
 
 @attrs.frozen(kw_only=True)
 class TaskResult:
-    """A task as ``fetch`` sees it.
+    """A task as ``fetch`` sees it: one answer of the service's task query.
 
     Times are timezone-aware (the service's strings carry no zone; UTC+8 is assumed).
+    A field the answer did not carry is ``None``.
+
+    Attributes:
+        task_id: the task.
+        status: the status; ``UNRECOGNIZED`` for a value this version does not know.
+        raw_status: the status string exactly as sent.
+        request_id: the query's request id (quote it to the vendor's support).
+        submit_time: when the service accepted the create.
+        scheduled_time: when the task started running (set from RUNNING on).
+        end_time: when the task reached its final status.
+        video_url: the video (an MP4), on SUCCEEDED only; the URL works for 24 h, then
+            the video is deleted: download it in time (``download``).
+        orig_prompt: the prompt as the service echoes it (possibly normalized:
+            Unicode form, whitespace).
+        code: the error code of a FAILED task (e.g. ``InvalidParameter``).
+        message: the error message of a FAILED task.
+        usage: the billing figures, on SUCCEEDED only.
+        base_url: the base URL the task was queried at (its region's).
+        extra: the other keys of the answer's ``output``, as sent.
     """
 
     task_id: str
@@ -512,7 +550,23 @@ class TaskResult:
 
 @attrs.frozen(kw_only=True)
 class TaskSummary:
-    """One row of ``list_tasks`` (times from epoch milliseconds, UTC)."""
+    """One row of ``list_tasks``: a task of the account as the task list shows it.
+
+    The list shows no prompt, video or usage: ``fetch`` the task for those. Times come
+    as epoch milliseconds and are given in UTC.
+
+    Attributes:
+        task_id: the task.
+        status: the status (``UNRECOGNIZED`` for a value this version does not know).
+        raw_status: the status string exactly as sent.
+        model_name: the model the task runs.
+        request_id: the request id of the task's create.
+        gmt_create: when the task was created.
+        start_time: when it started running.
+        end_time: when it reached its final status.
+        region: the region id the service reports (e.g. ``"cn-beijing"``).
+        extra: the other keys of the row, as sent (e.g. ``api_key_id``).
+    """
 
     task_id: str
     status: TaskStatus

@@ -123,7 +123,24 @@ class PollPolicy:
 
 @attrs.frozen(kw_only=True)
 class SchedulerStatistics:
-    """A snapshot of a `PollScheduler`."""
+    """A snapshot of the client's poll scheduler (``statistics().scheduler``).
+
+    Attributes:
+        watched: tasks it follows now.
+        pending: of those, last seen PENDING.
+        running: of those, last seen RUNNING.
+        polls: queries answered so far.
+        shared_waits: waits that joined another wait on the same task (no query of
+            their own).
+        transient_errors: polls that failed and were tried again (the wait went on).
+        observed_durations: generation times it holds (``end_time`` less
+            ``scheduled_time``; the latest 100 to 200), which place the polls of
+            running tasks.
+        duration_range: where generation times likely fall, local seconds, from
+            those observed; ``None`` before the first.
+        inferred_starts: queued tasks scheduled as running from a finished task's
+            end, without a query.
+    """
 
     watched: int
     pending: int
@@ -134,7 +151,6 @@ class SchedulerStatistics:
     observed_durations: int
     duration_range: tuple[float, float] | None
     inferred_starts: int = 0
-    """Queued tasks scheduled as running from a finished task's end, without a query."""
 
 
 TAIL_TASKS: Final = 10

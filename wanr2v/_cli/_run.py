@@ -227,7 +227,8 @@ async def _unfinished(journal: SQLiteJournal) -> int:
 
 async def cmd_run(ctx: Context) -> int:
     """Run a batch file through a journal, with progress, downloads and a summary."""
-    from ..journal import JournalAccountError, check_requests
+    from ..journal import JournalAccountError
+    from ..journal._base import check_requests
 
     a = ctx.args
     batch_file = Path(a.file)

@@ -7,8 +7,6 @@ by a fleet of workers (any of them can resume another's batch). Another store
 """
 
 from ._base import (
-    FROZEN_FIELDS,
-    UPDATABLE_FIELDS,
     DuplicateRequestError,
     JournalAccountError,
     JournalBusyError,
@@ -21,17 +19,14 @@ from ._base import (
     SubmissionRecord,
     SubmissionState,
     account_fingerprint,
-    check_no_secrets,
-    check_requests,
-    request_from_dict,
-    request_to_dict,
-    result_to_dict,
 )
 from ._redis import RedisJournal
-from ._sqlite import SCHEMA_VERSION, SQLiteJournal
+from ._sqlite import SQLiteJournal
 
+# What a program needs: the stores, the protocols a new store implements, the records
+# and errors it reads. The conversions, field sets, schema version and checks the
+# stores and the batch runner share stay in the private modules.
 __all__ = [
-    "FROZEN_FIELDS",
     "DuplicateRequestError",
     "JournalAccountError",
     "JournalBusyError",
@@ -41,18 +36,11 @@ __all__ = [
     "JournalStore",
     "JournalVanishedError",
     "LeasedJournal",
-    "account_fingerprint",
-    "check_requests",
     "RedisJournal",
-    "SCHEMA_VERSION",
     "SQLiteJournal",
     "SubmissionRecord",
     "SubmissionState",
-    "UPDATABLE_FIELDS",
-    "check_no_secrets",
-    "request_from_dict",
-    "request_to_dict",
-    "result_to_dict",
+    "account_fingerprint",
 ]
 
 # Tracebacks and reprs name the public location, not the private module.

@@ -13,14 +13,14 @@ from wanr2v.testing._clock import Clock
 
 __all__ = ["EmulatorConfig", "GenerationTime", "Quotas", "RegionConfig"]
 
-#: Generation time in emulator seconds: ``(low, high)`` uniform bounds, a
-#: ``{model: (low, high)}`` mapping, or ``callable(rng, request) -> seconds``
-#: where ``request`` is the create body (a dict) after defaults were applied.
 GenerationTime: TypeAlias = (
     tuple[float, float]
     | Mapping[str, tuple[float, float]]
     | Callable[[random.Random, Mapping[str, Any]], float]
 )
+"""Generation time in emulator seconds: ``(low, high)`` uniform bounds, a
+``{model: (low, high)}`` mapping, or ``callable(rng, request) -> seconds``
+where ``request`` is the create body (a dict) after defaults were applied."""
 
 
 @attrs.frozen(kw_only=True)
