@@ -38,6 +38,7 @@ import bisect
 import heapq
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -141,6 +142,10 @@ TAIL_TASKS: Final = 10
 """At most this many open tasks count as the tail of a batch (polled more densely)."""
 SWEEP_EVERY: Final = 1000
 """Registrations between two sweeps of never-waited watches."""
+SAMPLE_MAX: Final = 200
+"""Generation times kept: a uniform sample of all seen beyond this many."""
+CENSOR_MIN: Final = 5
+"""Observed generation times needed before the still running tasks widen the range."""
 TASK_TTL_S: Final = 24 * 3600.0
 """A task id lives 24 h; a watch nobody waits on is forgotten after that."""
 
@@ -269,6 +274,8 @@ class PollScheduler:
         self._offset: float | None = None
         self._durations: list[float] = []
         self._range_cache: tuple[float, float] | None = None
+        self._learned = 0
+        self._rng = random.Random(0)  # the reservoir's draws (deterministic)
         self._polls = 0
         self._shared = 0
         self._errors = 0
@@ -553,11 +560,65 @@ class PollScheduler:
         if r.end_time is None or r.scheduled_time is None:
             return
         d = (r.end_time - r.scheduled_time).total_seconds()
-        if d > 0:
-            self._durations.append(d / self.policy.time_scale)
-            if len(self._durations) > 200:
-                del self._durations[:100]
+        if d <= 0:
+            return
+        d /= self.policy.time_scale
+        self._learned += 1
+        n = self._learned
+        ds = self._durations
+        # A uniform sample of every generation time seen (reservoir sampling), not the
+        # latest ones: tasks started together end in order of duration, so a window of
+        # the latest would hold only the longest so far and shrink the range to a sliver.
+        if len(ds) < SAMPLE_MAX:
+            ds.append(d)
+        else:
+            j = self._rng.randrange(n)
+            if j < SAMPLE_MAX:
+                ds[j] = d
+        if n <= 16 or n % max(1, n // 8) == 0:
             self._range_cache = self._estimate_range()
+
+    def _censored_end(self, lo: float) -> float | None:
+        """Where the range ends, judged with the tasks still running (Kaplan-Meier).
+
+        The generation times seen are those short enough to have ended already: with
+        thousands started at once, after 2.5 s only the tasks of 2-2.5 s have ended, and
+        a range of those alone would bring every poll of the others ``min_interval``
+        apart until the batch ends. A task last seen running after ``c`` seconds says
+        its time is longer than ``c``; with those, the product-limit estimate gives the
+        share ``F`` of all generation times up to the last ``t`` it can judge (at least
+        ``CENSOR_MIN`` tasks still at risk), and spread evenly from ``lo`` (as for a
+        uniform) the range ends at ``lo + (t - lo) / F``. ``None``: nothing to add.
+        """
+        running = TaskStatus.RUNNING
+        seen = [
+            w.last_poll - w.started_local
+            for w in self._watches.values()
+            if w.status is running
+            and w.open
+            and w.started_local is not None
+            and w.last_poll is not None
+        ]
+        if not seen:
+            return None
+        ds = self._durations
+        weight = self._learned / len(ds)  # each sampled time stands for this many
+        events = sorted([(d, 0) for d in ds] + [(c, 1) for c in seen])  # ended first on ties
+        at_risk = float(self._learned + len(seen))
+        survival = 1.0
+        last: tuple[float, float] | None = None
+        for t, censored in events:
+            if at_risk < CENSOR_MIN:
+                break
+            if censored:
+                at_risk -= 1
+            else:
+                survival *= 1 - weight / at_risk
+                at_risk -= weight
+                last = (t, 1 - survival)
+        if last is None or last[0] <= lo or last[1] <= 0:
+            return None
+        return lo + (last[0] - lo) / last[1]
 
     def _range(self) -> tuple[float, float] | None:
         """Where generation times likely fall (local seconds), from those observed."""
@@ -575,7 +636,12 @@ class PollScheduler:
         # widen by the spread over n - 1 (unbiased for a uniform), and never less than
         # 5 % of the longest, as the distribution need not be uniform.
         margin = max((hi - lo) / (n - 1), 0.05 * hi)
-        return max(0.0, lo - margin), hi + margin
+        top = hi + margin
+        if self._learned >= CENSOR_MIN:
+            end = self._censored_end(lo)
+            if end is not None:
+                top = max(top, end)
+        return max(0.0, lo - margin), top
 
     def _mean_duration(self) -> float:
         rng = self._range()
@@ -647,8 +713,11 @@ class PollScheduler:
         if rng is None:
             # Nothing observed yet: trust the prior only within ``prior_slack``, then
             # bound the detection lag to a share of the time already spent.
+            # Never closer than ``step`` of the prior's range (shrunk by the same slack):
+            # with a trusted prior the polls spread over it as over an observed range.
             first = p.prior[0] / p.time_scale / p.prior_slack
-            return max(first - elapsed, p.proportional * elapsed)
+            spread = p.step * (p.prior[1] - p.prior[0]) / p.time_scale / p.prior_slack
+            return max(first - elapsed, p.proportional * elapsed, spread)
         lo, hi = rng
         if lo - elapsed > p.min_interval / p.time_scale:
             return lo - elapsed
