@@ -45,6 +45,7 @@ Guarantees and limits:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -246,9 +247,12 @@ class AioHttpClient(httpx.AsyncClient):
     ) -> None:
         try:
             import aiohttp  # noqa: F401
-            import httpx_aiohttp  # noqa: F401
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
+        # Imported only when a request needs the httpx transport (streams, files): the
+        # plain requests go straight to aiohttp, and the import costs ~0.7 MB.
+        if importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ImportError(_INSTALL_HINT)
         for name in ("transport", "mounts", "limits", "http2"):
             if name in kwargs:
                 raise TypeError(f"AioHttpClient does not take {name}=: it sets its own.")
