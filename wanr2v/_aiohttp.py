@@ -357,7 +357,11 @@ class AioHttpClient(httpx.AsyncClient):
             if mapped is None:
                 raise
             raise mapped from exc
-        request = httpx.Request(method, url, headers=merged, content=body)
+        # The record of what was sent (``response.request``): built from a stream, which
+        # skips httpx's body encoding and derived headers (aiohttp set its own), read at
+        # once so its ``content`` is there (a third of the cost of ``content=``).
+        request = httpx.Request(method, url, headers=merged, stream=httpx.ByteStream(body or b""))
+        request.read()
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode()
