@@ -15,10 +15,17 @@ scheduler decides when each task is queried next:
   more at once than ``running_slots`` (a task deep in the presumed queue found
   running: the model takes the larger number);
 - before any generation time is observed, a running task is first polled after
-  ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds;
+  ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds, never
+  closer than ``step`` of the prior's range (divided by ``prior_slack``);
 - a RUNNING task is polled where its completion is likely, using the generation
   times this client has already observed (server ``end_time - scheduled_time``, free
-  of clock skew): evenly across their range (``step`` of it apart), and closing in on
+  of clock skew; a uniform sample of at most 200 of all it has seen, so the range
+  follows a change of the service's speed only slowly). While tasks longer than
+  those seen are still running (thousands started at once end in order of
+  duration), the range is extended by a product-limit (Kaplan-Meier) estimate
+  over the tasks still running, read as a uniform spread: a heavily skewed
+  distribution makes it too long (sparser polls, more lag) or too short (more
+  queries). Polls come evenly across the range (``step`` of it apart), closing in on
   its end in the tail of a batch, when nothing is queued behind and a late detection
   delays the whole batch (at most ``TAIL_TASKS`` tasks: with thousands running at
   once, closing in on every end would multiply the queries);
@@ -72,7 +79,9 @@ class PollPolicy:
             every ``proportional × elapsed`` seconds.
         prior_slack: before any generation time is observed, how far the prior may be
             off: the first poll of a running task comes ``prior[0] / prior_slack``
-            after its start (3.75 s by default), then proportional polling.
+            after its start (3.75 s by default), then proportional polling, never
+            closer than ``step × (prior[1] - prior[0]) / prior_slack`` (3.75 s by
+            default; 1 s for a 2-6 s prior trusted as is).
         error_backoff: first pause after a transient poll error (doubles, capped at
             ``max_interval``). Transient errors never end a wait: the task goes on,
             and is billed, on the server.
