@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -199,3 +200,34 @@ def test_poll_policy_validation() -> None:
     with pytest.raises(ValueError, match="min_interval"):
         PollPolicy(min_interval=5, max_interval=1)
     assert PollPolicy().scaled(10).time_scale == 10
+
+
+@pytest.mark.parametrize(
+    ("durations", "per_task_max"),
+    [
+        # 2,000 started at once, 2-6 s spread evenly (bench_overhead's workload): a
+        # window of the latest generation times (the longest so far, as they end in
+        # order) once shrank the range to a sliver and polled every 0.25 s: ~8 a task.
+        ([2.0 + 4.0 * ((i * 0.618034) % 1.0) for i in range(2000)], 3.75),
+        # Fixed 5 s: nothing ends before they all do; the prior spaces the polls.
+        ([5.0] * 500, 4.0),
+    ],
+    ids=["2-6s", "5s"],
+)
+async def test_queries_per_task_with_thousands_at_once(
+    durations: list[float], per_task_max: float
+) -> None:
+    """Thousands started at once (quotas off) cost few queries each, detected fast."""
+    n = len(durations)
+    svc = FakeService(durations, slots=n)
+    policy = PollPolicy(min_interval=0.25, max_interval=5.0, prior=(2.0, 6.0), prior_slack=1.0)
+    limits = attrs.evolve(Limits.unlimited(), running_slots=n)
+    sched = scheduler(svc, limits, policy)
+    await wait_all(sched, [f"t{i}" for i in range(n)])
+    per_task = len(svc.queries) / n
+    lags = sorted(svc.first_final_seen[t] - svc.end[t] for t in svc.end)
+    p95 = lags[math.ceil(0.95 * n) - 1]
+    assert per_task <= per_task_max, per_task
+    assert p95 <= 1.25, p95  # a step (0.25) of the 4 s range, plus rounding
+    lo, hi = sched.statistics().duration_range or (0.0, 0.0)
+    assert lo <= min(durations) and hi >= max(durations) - 0.5, (lo, hi)

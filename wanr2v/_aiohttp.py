@@ -45,6 +45,7 @@ Guarantees and limits:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -246,9 +247,12 @@ class AioHttpClient(httpx.AsyncClient):
     ) -> None:
         try:
             import aiohttp  # noqa: F401
-            import httpx_aiohttp  # noqa: F401
         except ImportError as exc:
             raise ImportError(_INSTALL_HINT) from exc
+        # Imported only when a request needs the httpx transport (streams, files): the
+        # plain requests go straight to aiohttp, and the import costs ~0.7 MB.
+        if importlib.util.find_spec("httpx_aiohttp") is None:
+            raise ImportError(_INSTALL_HINT)
         for name in ("transport", "mounts", "limits", "http2"):
             if name in kwargs:
                 raise TypeError(f"AioHttpClient does not take {name}=: it sets its own.")
@@ -353,7 +357,11 @@ class AioHttpClient(httpx.AsyncClient):
             if mapped is None:
                 raise
             raise mapped from exc
-        request = httpx.Request(method, url, headers=merged, content=body)
+        # The record of what was sent (``response.request``): built from a stream, which
+        # skips httpx's body encoding and derived headers (aiohttp set its own), read at
+        # once so its ``content`` is there (a third of the cost of ``content=``).
+        request = httpx.Request(method, url, headers=merged, stream=httpx.ByteStream(body or b""))
+        request.read()
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode()

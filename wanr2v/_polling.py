@@ -15,10 +15,17 @@ scheduler decides when each task is queried next:
   more at once than ``running_slots`` (a task deep in the presumed queue found
   running: the model takes the larger number);
 - before any generation time is observed, a running task is first polled after
-  ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds;
+  ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds, never
+  closer than ``step`` of the prior's range (divided by ``prior_slack``);
 - a RUNNING task is polled where its completion is likely, using the generation
   times this client has already observed (server ``end_time - scheduled_time``, free
-  of clock skew): evenly across their range (``step`` of it apart), and closing in on
+  of clock skew; a uniform sample of at most 200 of all it has seen, so the range
+  follows a change of the service's speed only slowly). While tasks longer than
+  those seen are still running (thousands started at once end in order of
+  duration), the range is extended by a product-limit (Kaplan-Meier) estimate
+  over the tasks still running, read as a uniform spread: a heavily skewed
+  distribution makes it too long (sparser polls, more lag) or too short (more
+  queries). Polls come evenly across the range (``step`` of it apart), closing in on
   its end in the tail of a batch, when nothing is queued behind and a late detection
   delays the whole batch (at most ``TAIL_TASKS`` tasks: with thousands running at
   once, closing in on every end would multiply the queries);
@@ -38,6 +45,7 @@ import bisect
 import heapq
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -71,7 +79,9 @@ class PollPolicy:
             every ``proportional × elapsed`` seconds.
         prior_slack: before any generation time is observed, how far the prior may be
             off: the first poll of a running task comes ``prior[0] / prior_slack``
-            after its start (3.75 s by default), then proportional polling.
+            after its start (3.75 s by default), then proportional polling, never
+            closer than ``step × (prior[1] - prior[0]) / prior_slack`` (3.75 s by
+            default; 1 s for a 2-6 s prior trusted as is).
         error_backoff: first pause after a transient poll error (doubles, capped at
             ``max_interval``). Transient errors never end a wait: the task goes on,
             and is billed, on the server.
@@ -157,6 +167,10 @@ TAIL_TASKS: Final = 10
 """At most this many open tasks count as the tail of a batch (polled more densely)."""
 SWEEP_EVERY: Final = 1000
 """Registrations between two sweeps of never-waited watches."""
+SAMPLE_MAX: Final = 200
+"""Generation times kept: a uniform sample of all seen beyond this many."""
+CENSOR_MIN: Final = 5
+"""Observed generation times needed before the still running tasks widen the range."""
 TASK_TTL_S: Final = 24 * 3600.0
 """A task id lives 24 h; a watch nobody waits on is forgotten after that."""
 
@@ -285,6 +299,9 @@ class PollScheduler:
         self._offset: float | None = None
         self._durations: list[float] = []
         self._range_cache: tuple[float, float] | None = None
+        self._learned = 0
+        self._estimate_at = 0  # the range is estimated again at this many observations
+        self._rng = random.Random(0)  # the reservoir's draws (deterministic)
         self._polls = 0
         self._shared = 0
         self._errors = 0
@@ -569,11 +586,67 @@ class PollScheduler:
         if r.end_time is None or r.scheduled_time is None:
             return
         d = (r.end_time - r.scheduled_time).total_seconds()
-        if d > 0:
-            self._durations.append(d / self.policy.time_scale)
-            if len(self._durations) > 200:
-                del self._durations[:100]
+        if d <= 0:
+            return
+        d /= self.policy.time_scale
+        self._learned += 1
+        n = self._learned
+        ds = self._durations
+        # A uniform sample of every generation time seen (reservoir sampling), not the
+        # latest ones: tasks started together end in order of duration, so a window of
+        # the latest would hold only the longest so far and shrink the range to a sliver.
+        if len(ds) < SAMPLE_MAX:
+            ds.append(d)
+        else:
+            j = self._rng.randrange(n)
+            if j < SAMPLE_MAX:
+                ds[j] = d
+        if n >= self._estimate_at:
+            # Again after each eighth more (a scan of the watches: ~50 times for 2,000).
+            self._estimate_at = n + max(1, n // 8)
             self._range_cache = self._estimate_range()
+
+    def _censored_end(self, lo: float) -> float | None:
+        """Where the range ends, judged with the tasks still running (Kaplan-Meier).
+
+        The generation times seen are those short enough to have ended already: with
+        thousands started at once, after 2.5 s only the tasks of 2-2.5 s have ended, and
+        a range of those alone would bring every poll of the others ``min_interval``
+        apart until the batch ends. A task last seen running after ``c`` seconds says
+        its time is longer than ``c``; with those, the product-limit estimate gives the
+        share ``F`` of all generation times up to the last ``t`` it can judge (at least
+        ``CENSOR_MIN`` tasks still at risk), and spread evenly from ``lo`` (as for a
+        uniform) the range ends at ``lo + (t - lo) / F``. ``None``: nothing to add.
+        """
+        running = TaskStatus.RUNNING
+        seen = [
+            w.last_poll - w.started_local
+            for w in self._watches.values()
+            if w.status is running
+            and w.open
+            and w.started_local is not None
+            and w.last_poll is not None
+        ]
+        if not seen:
+            return None
+        ds = self._durations
+        weight = self._learned / len(ds)  # each sampled time stands for this many
+        events = sorted([(d, 0) for d in ds] + [(c, 1) for c in seen])  # ended first on ties
+        at_risk = float(self._learned + len(seen))
+        survival = 1.0
+        last: tuple[float, float] | None = None
+        for t, censored in events:
+            if at_risk < CENSOR_MIN:
+                break
+            if censored:
+                at_risk -= 1
+            else:
+                survival *= 1 - weight / at_risk
+                at_risk -= weight
+                last = (t, 1 - survival)
+        if last is None or last[0] <= lo or last[1] <= 0:
+            return None
+        return lo + (last[0] - lo) / last[1]
 
     def _range(self) -> tuple[float, float] | None:
         """Where generation times likely fall (local seconds), from those observed."""
@@ -591,7 +664,12 @@ class PollScheduler:
         # widen by the spread over n - 1 (unbiased for a uniform), and never less than
         # 5 % of the longest, as the distribution need not be uniform.
         margin = max((hi - lo) / (n - 1), 0.05 * hi)
-        return max(0.0, lo - margin), hi + margin
+        top = hi + margin
+        if self._learned >= CENSOR_MIN:
+            end = self._censored_end(lo)
+            if end is not None:
+                top = max(top, end)
+        return max(0.0, lo - margin), top
 
     def _mean_duration(self) -> float:
         rng = self._range()
@@ -663,8 +741,11 @@ class PollScheduler:
         if rng is None:
             # Nothing observed yet: trust the prior only within ``prior_slack``, then
             # bound the detection lag to a share of the time already spent.
+            # Never closer than ``step`` of the prior's range (shrunk by the same slack):
+            # with a trusted prior the polls spread over it as over an observed range.
             first = p.prior[0] / p.time_scale / p.prior_slack
-            return max(first - elapsed, p.proportional * elapsed)
+            spread = p.step * (p.prior[1] - p.prior[0]) / p.time_scale / p.prior_slack
+            return max(first - elapsed, p.proportional * elapsed, spread)
         lo, hi = rng
         if lo - elapsed > p.min_interval / p.time_scale:
             return lo - elapsed
