@@ -207,6 +207,7 @@ async def test_a_record_stored_before_the_converters_loads_and_is_rewritten_alik
         text = await r.hget("wanr2v:journal:batch:records", rec.submission_id)
     finally:
         await r.aclose()
+    assert isinstance(text, str)
     stored = json.loads(text)
     assert stored["error_message"] == "noted"
     assert json.loads(STORED_REDIS) == {

@@ -144,7 +144,7 @@ async def finished_task(emu: Emulator) -> str:
 
 def answers(emu: Emulator, host: str) -> dict[int, int]:
     """How many answers of each status the emulator's ``upload`` or ``video`` host gave."""
-    return emu.stats().requests.get(host, {})
+    return dict(emu.stats().requests.get(host, {}))
 
 
 def leftovers(folder: Path) -> list[str]:
