@@ -233,21 +233,43 @@ def test_misspelt_keyword_names_the_closest() -> None:
 
 
 def test_mypy_strict_flags_a_misspelt_keyword_only(tmp_path: Path) -> None:
-    """Under mypy --strict, a program using the typed entry points passes (a model name
-    the SDK does not know yet included); the same program with one misspelt keyword
-    fails on that line only."""
+    """Under mypy --strict, a program using the typed entry points and reading the
+    documented error attributes passes (a model name the SDK does not know yet
+    included); the same program with one misspelt keyword fails on that line only."""
     pytest.importorskip("mypy")
     program = textwrap.dedent(
         """
-        from wanr2v import AsyncWanClient, WanClient, VideoRequest
+        from wanr2v import (
+            APIError, AsyncWanClient, RateLimitError, RequestTimeoutError,
+            SubmitOutcomeUnknownError, TaskFailedError, TaskNotFoundError, TransportError,
+            VideoRequest, WaitTimeoutError, WanClient,
+        )
 
         async def go(client: AsyncWanClient) -> None:
             task = await client.async_call(
                 model="wan2.6-r2v-flash", prompt="p", reference_urls=["a.png"], size="1280*720"
             )
             print(task.task_id)
-            result = await client.call(model="wan2.6-r2v-next", prompt="p", reference_urls=["a"])
-            print(result.status, result.usage)
+            try:
+                result = await client.call(model="wan2.6-r2v-next", prompt="p", reference_urls=["a"])
+                print(result.status, result.usage)
+            except (TaskFailedError, TaskNotFoundError) as exc:
+                code: str | None = exc.code
+                print(exc.task_id.upper(), exc.status, code, exc.message, exc.request_id, exc.result)
+            except SubmitOutcomeUnknownError as exc:
+                print(exc.candidates[0], exc.submission_id, exc.sent_at, exc.fingerprint)
+            except RateLimitError as exc:
+                wait: float | None = exc.retry_after
+                print(wait, exc.status_code + 1, exc.code, exc.request_id, exc.task_id)
+            except APIError as exc:
+                print(exc.status_code, exc.code, exc.message)
+            except RequestTimeoutError as exc:
+                sent: bool = exc.maybe_sent
+                print(sent, exc.method, exc.url)
+            except TransportError as exc:
+                print(exc.maybe_sent, exc.request_id)
+            except WaitTimeoutError as exc:
+                print(exc.task_id, exc.last_status)
 
         def sync(client: WanClient) -> None:
             print(client.call(model="wan2.6-r2v", prompt="p", reference_urls=["a.png"]).video_url)

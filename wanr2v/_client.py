@@ -89,11 +89,9 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
             (default ``True``); see `async_call`.
         reconcile_grace: seconds to let a lost create land before the lookup.
         reconcile_wait: seconds to wait for a candidate task to show its prompt.
-        reconcile_settle: seconds on the service's clock (divided by
-            ``poll_policy.time_scale``) after a create's answer was lost before an
-            empty task list proves that no task was made (default 15: a task may show
-            in the list, or a dropped create commit, late; this covers 5 s of each,
-            with 5 s to spare). An earlier empty look is followed by another.
+        reconcile_settle: service seconds after a lost create answer before an empty
+            task list proves no task was made (default 15: a listing or a commit may
+            lag 5 s each, plus 5 s to spare); an earlier empty look is followed by another.
         allow_insecure: allow plain ``http://`` to a host that is not loopback (the key
             would cross the network in clear).
         regions: more regions, ``{name: key}`` or ``{name: RegionEndpoint(...)}``. Each
@@ -104,9 +102,8 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
             ``run_many(spread=True)`` spreads a batch over them, least loaded first.
         time_scale: for tests against an emulator running this many times faster than
             the service (``EmulatorConfig(time_scale=...)``, ``wanr2v emulator
-            --time-scale``): the account's rates, the poll spacing and the
-            reconciliation wait are scaled to match (explicit ``limits`` and
-            ``poll_policy`` are scaled too). The single switch for emulator users.
+            --time-scale``): rates, poll spacing and the reconciliation wait (explicit
+            ``limits`` and ``poll_policy`` too) are scaled to match.
         max_response_bytes: cap of one API answer (decoded; default 4 MiB); a larger
             one raises `ResponseTooLargeError` without being read further.
         max_video_bytes: cap of one downloaded video (default 1 GiB; ``None``: none); a
@@ -277,9 +274,8 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
 
     @property
     def unresolved(self) -> list[SubmitOutcomeUnknownError]:
-        """Creates whose outcome stayed unknown (reconciliation failed or was cancelled):
-        each may have made a task this client does not know. A journal keeps them as
-        AMBIGUOUS, and ``resume`` looks again."""
+        """Creates whose outcome stayed unknown: each may have made a task this client
+        does not know (a journal keeps them as AMBIGUOUS; ``resume`` looks again)."""
         return self._creator.unresolved
 
     def with_options(self, *, timeout: float | None = None, max_retries: int | None = None) -> Self:
@@ -443,9 +439,7 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
         if self._downloader is None:
             from ._download import Downloader
 
-            self._downloader = Downloader(
-                http=self._http, max_bytes=self._max_video_bytes, retry_policy=self._retry
-            )
+            self._downloader = Downloader(http=self._http, max_bytes=self._max_video_bytes)
         return self._downloader.with_retry_policy(self._retry)
 
     def statistics(self) -> ClientStatistics:
