@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import wanr2v
 from wanr2v import BatchItem, BudgetExceededError, VideoRequest, WanClient
 from wanr2v._batch import summarize
 from wanr2v._demo import make_png
@@ -174,6 +175,10 @@ def test_summary_cost_is_what_was_billed_even_when_the_download_fails(
     )
     s = summarize(again, 0.1)
     assert s.earlier == 1 and s.estimated_cost_usd == 0
+    # The public way to the same record: BatchSummary.of(items).
+    public = wanr2v.BatchSummary.of(done)
+    assert (public.total, public.succeeded, public.downloaded, public.wall_seconds) == (1, 1, 1, 0)
+    assert public.estimated_cost_usd == pytest.approx(done[0].billed_usd) and public.earlier == 0
 
 
 def test_resume_names_videos_as_the_run_did(

@@ -206,6 +206,12 @@ class BatchItem:
 class BatchSummary:
     """Counts and cost of a finished batch (what ``wanr2v run`` prints at the end).
 
+    Make one from the items ``run_many`` or ``resume`` returned::
+
+        items = await client.run_many(requests, journal=journal)
+        summary = BatchSummary.of(items)
+        print(summary.succeeded, "of", summary.total, f"${summary.estimated_cost_usd}")
+
     Attributes:
         total: the batch's items, earlier runs' included.
         succeeded: items whose task SUCCEEDED with nothing failing after (`BatchItem.ok`).
@@ -226,6 +232,12 @@ class BatchSummary:
     wall_seconds: float
     estimated_cost_usd: float
     earlier: int = 0
+
+    @classmethod
+    def of(cls, items: Iterable[BatchItem], wall_seconds: float = 0.0) -> BatchSummary:
+        """The summary of a batch's items (``wall_seconds``: how long the run took, if
+        you timed it)."""
+        return summarize(items, wall_seconds)
 
 
 Requests = (

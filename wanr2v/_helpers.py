@@ -38,7 +38,20 @@ TaskLike = Task | TaskResult | TaskSummary | str
 
 @attrs.frozen(kw_only=True)
 class ClientStatistics:
-    """What a client has sent and seen (for progress displays and benchmarks)."""
+    """What a client has sent and seen (for progress displays and benchmarks).
+
+    Attributes:
+        requests: API requests sent, by kind (``create``, ``query``, ``list``,
+            ``cancel``, ``policy``: the upload policy), retries included.
+        statuses: answers received, by HTTP status.
+        rate_limited: 429 answers received.
+        created: tasks this client created (adopted ones included).
+        reconciled: creates whose answer was lost and whose task reconciliation found
+            and adopted.
+        governor: the default region's pacing (`GovernorStatistics`).
+        scheduler: the poll scheduler's counts (`SchedulerStatistics`).
+        regions: each configured region's `GovernorStatistics`, by region name.
+    """
 
     requests: Mapping[str, int]
     statuses: Mapping[int, int]
