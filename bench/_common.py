@@ -102,6 +102,21 @@ def fifo_bound(
 # --- running a child ------------------------------------------------------------------
 
 
+CLIENT_PYTHON_ENV = "WANR2V_BENCH_CLIENT_PYTHON"
+"""An interpreter for wanr2v's clients (``nox -s bench`` sets it): a venv holding only
+``wanr2v[aiohttp]``, as a user deploys it. The vendor's clients run under this
+process's interpreter, which has the vendor's SDK and what it requires (rich, typer)."""
+
+
+def child_python(spec: dict[str, Any]) -> str:
+    """The interpreter of one client: ``$WANR2V_BENCH_CLIENT_PYTHON`` for wanr2v's, when
+    set, else this one."""
+    own = os.environ.get(CLIENT_PYTHON_ENV)
+    if own and str(spec.get("client", "")).startswith("wanr2v"):
+        return own
+    return sys.executable
+
+
 def start_child(spec: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
     """Start one client in a subprocess; ``finish_child`` collects its report."""
     # Imported here, not at the top: the child imports this module too, and what the
@@ -115,7 +130,7 @@ def start_child(spec: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DASHSCOPE_API_KEY": KEY}
     env.pop("DASHSCOPE_HTTP_BASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), json.dumps(spec), str(out)],
+        [child_python(spec), str(Path(__file__).resolve()), json.dumps(spec), str(out)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

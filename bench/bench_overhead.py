@@ -123,6 +123,24 @@ def _run(
     }
 
 
+def _environments() -> str:
+    """Which interpreter ran wanr2v's clients, and what ``import wanr2v`` loads there."""
+    import subprocess
+
+    from _common import child_python
+
+    python = child_python({"client": "wanr2v"})
+    probe = "import sys, wanr2v; print(sorted(m for m in ('rich', 'click') if m in sys.modules))"
+    loaded = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip()
+    where = "this interpreter" if python == sys.executable else python
+    return (
+        f"wanr2v's clients ran under {where}; with them `import wanr2v` loaded {loaded or '?'} "
+        "of rich/click (httpx imports its own command line, ~5.5 MB, where rich is "
+        "installed: the vendor's SDK requires rich). The vendor's clients ran under "
+        f"{sys.executable}."
+    )
+
+
 def _row(name: str, n: int, f: dict[str, Any]) -> list[str]:
     rep = f["report"]
     done = rep["ok"] + rep["failed"]
@@ -225,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{GENERATION[1]:g} s\n"
     )
     print(markdown_table(HEADERS, rows))
+    print(f"\n{_environments()}")
     for title, text in profiles:
         print(f"\n#### Profile: {title} (cProfile; CPU figures above are inflated by it)\n")
         print("```\n" + text + "\n```")

@@ -240,7 +240,7 @@ class Creator:
                     "create",
                     "POST",
                     _config.PATH_CREATE,
-                    json=dict(body),
+                    json=body if type(body) is dict else dict(body),  # no copy per waiting create
                     headers=headers,
                     priority=anyio.current_time(),
                     before_send=before_send,
