@@ -64,7 +64,7 @@ from ._exceptions import (
 )
 from ._helpers import raise_for_status
 from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
-from ._wire import fingerprint
+from ._wire import fingerprint, journal_structure
 from .journal import (
     JournalAccountError,
     JournalBusyError,
@@ -1033,10 +1033,9 @@ def _usage_of(rec: SubmissionRecord) -> Usage | None:
     data = (rec.result or {}).get("usage")
     if not isinstance(data, Mapping):
         return None
-    names = {a.name for a in attrs.fields(Usage)} - {"extra"}
     try:
-        return Usage(**{k: v for k, v in data.items() if k in names})
-    except TypeError:
+        return journal_structure(data, Usage)  # _wire: the journal's stored shape
+    except Exception:  # a damaged record's usage: unknown, as if none was stored
         return None
 
 
