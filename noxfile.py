@@ -64,10 +64,19 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against the emulator, side by side with the vendor's dashscope SDK.
 
     The harness runs with the library's emulator, aiohttp, redis and media extras, the
-    vendor's SDK and trio; wanr2v's clients in ``bench/bench_overhead.py`` run in a venv
+    vendor's SDK, trio, and what the fuzzing figures need; wanr2v's clients in ``bench/bench_overhead.py`` run in a venv
     of their own (see below).
     """
-    session.install("-e", ".[emulator,aiohttp,redis,media]", "dashscope==2.0.2", "trio>=0.25")
+    session.install(
+        "-e",
+        ".[emulator,aiohttp,redis,media]",
+        "dashscope==2.0.2",
+        "trio>=0.25",
+        # bench_chaos.py's fuzzing figures reuse tests/test_fuzz.py's strategies.
+        "pytest>=8",
+        "respx>=0.21",
+        "hypothesis>=6.100",
+    )
     # wanr2v's clients run in a venv of their own holding what a user deploys,
     # ``wanr2v[aiohttp]``: the vendor's SDK requires rich, and where rich is installed
     # ``import httpx`` loads httpx's command line (~5.5 MB of peak RSS).
