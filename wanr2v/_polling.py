@@ -14,9 +14,10 @@ scheduler decides when each task is queried next:
   account (fewer slots: the task is put back in the queue) and a service that runs
   more at once than ``running_slots`` (a task deep in the presumed queue found
   running: the model takes the larger number);
-- before any generation time is observed, a running task is first polled after
+- before any generation time is observed, a running task is first polled a spacing
+  (``step`` of the prior's range, divided by ``prior_slack``) after
   ``prior[0] / prior_slack``, then every ``proportional × elapsed`` seconds, never
-  closer than ``step`` of the prior's range (divided by ``prior_slack``);
+  closer than that spacing;
 - a RUNNING task is polled where its completion is likely, using the generation
   times this client has already observed (server ``end_time - scheduled_time``, free
   of clock skew; a uniform sample of at most 200 of all it has seen, so the range
@@ -25,10 +26,17 @@ scheduler decides when each task is queried next:
   duration), the range is extended by a product-limit (Kaplan-Meier) estimate
   over the tasks still running, read as a uniform spread: a heavily skewed
   distribution makes it too long (sparser polls, more lag) or too short (more
-  queries). Polls come evenly across the range (``step`` of it apart), closing in on
-  its end in the tail of a batch, when nothing is queued behind and a late detection
-  delays the whole batch (at most ``TAIL_TASKS`` tasks: with thousands running at
-  once, closing in on every end would multiply the queries);
+  queries). Polls come evenly across the range (``step`` of it apart, the first a
+  step past its start, where almost nothing has ended yet), closing in on its end in
+  the tail of a batch, when nothing is queued behind and a late detection delays the
+  whole batch (at most ``TAIL_TASKS`` tasks: with thousands running at once, closing
+  in on every end would multiply the queries);
+- a saturated client (thousands in flight: polls answered late, creates waiting
+  behind them) spaces the polls of running tasks at least ``LATE_FACTOR`` times as
+  far apart as polls are answered late, instead of filling every request it can
+  send with polls that would detect late anyway: the queries per task fall and the
+  detection lag stays at about ``(1 + LATE_FACTOR)`` times the lateness (the
+  lateness is a moving average, its peaks held for a mean generation time);
 - every poll takes a token of the governor's query budget, ordered by due time, so
   an overdue poll goes first and the budget is never exceeded;
 - two waits on one task share its polls: the first waiter drives them, the others
@@ -78,10 +86,11 @@ class PollPolicy:
         proportional: before any generation time is observed, poll a RUNNING task
             every ``proportional × elapsed`` seconds.
         prior_slack: before any generation time is observed, how far the prior may be
-            off: the first poll of a running task comes ``prior[0] / prior_slack``
-            after its start (3.75 s by default), then proportional polling, never
-            closer than ``step × (prior[1] - prior[0]) / prior_slack`` (3.75 s by
-            default; 1 s for a 2-6 s prior trusted as is).
+            off: polls of a running task are never closer than the spacing
+            ``step × (prior[1] - prior[0]) / prior_slack`` (3.75 s by default; 1 s
+            for a 2-6 s prior trusted as is); the first comes that spacing after
+            ``prior[0] / prior_slack`` (7.5 s after its start by default), then
+            proportional polling.
         error_backoff: first pause after a transient poll error (doubles, capped at
             ``max_interval``). Transient errors never end a wait: the task goes on,
             and is billed, on the server.
@@ -171,6 +180,10 @@ SAMPLE_MAX: Final = 200
 """Generation times kept: a uniform sample of all seen beyond this many."""
 CENSOR_MIN: Final = 5
 """Observed generation times needed before the still running tasks widen the range."""
+LATE_FACTOR: Final = 1.5
+"""A RUNNING task's polls are at least this many times the client's lateness apart."""
+LATE_WEIGHT: Final = 0.01
+"""The weight of each poll's lateness in the client's moving average (~100 polls)."""
 TASK_TTL_S: Final = 24 * 3600.0
 """A task id lives 24 h; a watch nobody waits on is forgotten after that."""
 
@@ -202,6 +215,7 @@ class Watch:
         "last",
         "last_pending_poll",
         "last_poll",
+        "late",
         "open",
         "polls",
         "registered",
@@ -225,6 +239,8 @@ class Watch:
         self.last: TaskResult | None = None
         self.started_local: float | None = None
         self.last_poll: float | None = None
+        # Seconds its last answer came after the poll was due (the client was busy).
+        self.late = 0.0
         self.last_pending_poll: float | None = None
         self.polls = 0
         self.waiters = 0
@@ -305,6 +321,11 @@ class PollScheduler:
         self._polls = 0
         self._shared = 0
         self._errors = 0
+        # How late polls are answered (see ``_lateness``): the moving average, its
+        # held level, and when that was set.
+        self._late = 0.0
+        self._late_level = 0.0
+        self._late_at = 0.0
 
     # --- public -------------------------------------------------------------------------
 
@@ -442,7 +463,24 @@ class PollScheduler:
             backoff = self.policy.error_backoff / self.policy.time_scale
             self._polls += 1
             w.polls += 1
-            self._apply(w, result, anyio.current_time())
+            now = anyio.current_time()
+            w.late = max(0.0, now - due)
+            self._note_late(w.late, now)
+            self._apply(w, result, now)
+
+    def _note_late(self, late: float, now: float) -> None:
+        """Fold one answer's lateness into the client's (see ``_lateness``)."""
+        self._late += LATE_WEIGHT * (late - self._late)
+        self._late_level = max(self._late, self._lateness(now))
+        self._late_at = now
+
+    def _lateness(self, now: float) -> float:
+        """How late the client answers polls (local seconds): a moving average over the
+        last ~100 polls, its peaks held and decaying over a mean generation time. A
+        saturated client polls in waves (the tasks created together while few polls
+        were due are due together), so a task planned between two waves is planned
+        with the last wave's lateness."""
+        return self._late_level * math.exp(-(now - self._late_at) / self._mean_duration())
 
     def _unknown_grace_left(self, w: Watch) -> float:
         """Local seconds left of ``unknown_grace`` for ``w`` (<= 0: none, or unknown age)."""
@@ -706,15 +744,17 @@ class PollScheduler:
         # batch's end is one task's, and closing in on every task's end would multiply
         # the queries of all of them.
         tail = len(self._open) <= min(slots, TAIL_TASKS)
+        # A busy client answers late: space the polls at least as far apart (below).
+        late = max(w.late, self._lateness(now))
         if w.status is TaskStatus.RUNNING or w.started_local is not None:
             start = w.started_local if w.started_local is not None else now
-            return clamp(self._running_delay(now - start, tail))
+            return clamp(self._running_delay(now - start, tail, late))
         # PENDING: predict the start from the FIFO place among this client's tasks.
         k = self._queue_position(w)
         if k < slots:
             # It should be running already (or start at once): treat it as running
             # since it was registered.
-            return clamp(self._running_delay(now - w.registered, tail))
+            return clamp(self._running_delay(now - w.registered, tail, late))
         # Queued: the end of a task ahead will tell when this one starts (see
         # ``_advance_queue``), without a query. Until then: a first check within
         # ``max_interval`` (is the queue model right? see ``_check_slots``), then
@@ -729,12 +769,20 @@ class PollScheduler:
             delay = min(delay, hi_i)
         return max(delay, lo_i - since, 0.0)
 
-    def _running_delay(self, elapsed: float, tail: bool = False) -> float:
+    def _running_delay(self, elapsed: float, tail: bool = False, late: float = 0.0) -> float:
         """Seconds until the next poll of a task running for ``elapsed`` seconds.
 
         Within the likely range, polls are evenly spaced (``step`` × the range: the
-        detection lag is at most that); in the ``tail`` of a batch they close in on
-        the range's end (``step`` × what remains of it).
+        detection lag is at most that), the first one a spacing past the range's start
+        (a poll at its start would find almost nothing ended); in the ``tail`` of a
+        batch they close in on the range's end (``step`` × what remains of it).
+
+        ``late``: how late the client answers polls now. When it is saturated
+        (thousands in flight, every request it can send taken), the polls are spaced
+        at least ``LATE_FACTOR × late`` apart: a poll answered late detects late
+        anyway, and each one spared is a request for a create waiting behind the polls
+        (they go first), so the queries per task fall instead of filling the client.
+        The detection lag is then at most about ``(1 + LATE_FACTOR) × late``.
         """
         p = self.policy
         rng = self._range()
@@ -745,17 +793,20 @@ class PollScheduler:
             # with a trusted prior the polls spread over it as over an observed range.
             first = p.prior[0] / p.time_scale / p.prior_slack
             spread = p.step * (p.prior[1] - p.prior[0]) / p.time_scale / p.prior_slack
-            return max(first - elapsed, p.proportional * elapsed, spread)
+            return max(first + spread - elapsed, p.proportional * elapsed, spread)
         lo, hi = rng
-        if lo - elapsed > p.min_interval / p.time_scale:
-            return lo - elapsed
-        # (A poll just short of ``lo`` counts as the one at ``lo``.)
+        spacing = p.step * (hi - lo)
+        if not tail:
+            spacing = max(spacing, LATE_FACTOR * late)
+        if lo + spacing - elapsed > p.min_interval / p.time_scale:
+            return lo + spacing - elapsed
+        # (A poll just short of ``lo + spacing`` counts as the one there.)
         if elapsed >= hi:
             # Longer than any seen: fall back to proportional polling.
             return p.proportional * elapsed
         if tail:
             return p.step * (hi - elapsed) + 1e-3
-        return p.step * (hi - lo)
+        return spacing
 
 
 def _terminal() -> tuple[TaskStatus, ...]:
