@@ -40,7 +40,6 @@ from ._models import (
     TaskResult,
     TaskStatus,
     VideoRequest,
-    keyword_hints,
 )
 from ._polling import PollPolicy, PollScheduler, event_name
 from ._retry import RetryPolicy
@@ -302,7 +301,7 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
 
     # --- create -------------------------------------------------------------------------
 
-    @keyword_hints
+    @_helpers.request_verb
     async def async_call(
         self,
         request: VideoRequest | None = None,
@@ -350,18 +349,19 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
             SubmitOutcomeUnknownError: a task may or may not exist.
             APIError: the service refused the create.
         """
-        req = _helpers.build_request("async_call", request, locals())
+        return await self._create(_helpers.the_request(request), region, submission_id, claimed)
+
+    async def _create(
+        self, req: VideoRequest, region: str | None, sid: str | None = None, claimed: Any = None
+    ) -> Task:
         session = self._routing.route(req, region)
         body, headers = await self._creator.prepare(req, base_url=session.base_url)
+        base_url = session.base_url
         return await self._creator.submit(
-            body,
-            headers=headers,
-            submission_id=submission_id,
-            claimed=claimed,
-            base_url=session.base_url,
+            body, headers=headers, submission_id=sid, claimed=claimed, base_url=base_url
         )
 
-    @keyword_hints
+    @_helpers.request_verb
     async def call(
         self,
         request: VideoRequest | None = None,
@@ -396,10 +396,10 @@ class AsyncWanClient(TaskVerbs, BatchVerbs, FileVerbs):
             TaskCanceledError, TaskNotFoundError: the other bad ends.
             InvalidRequestError, SubmitOutcomeUnknownError, APIError: as `async_call`.
         """
-        req = _helpers.build_request("call", request, locals())
+        req = _helpers.the_request(request)
         session = self._routing.route(req, region)
         async with session.governor.task_slot():
-            task = await self.async_call(req, region=self._routing.name_of(session))
+            task = await self._create(req, self._routing.name_of(session))
             if on_event is not None:
                 on_event(TaskEvent(kind="created", task_id=task.task_id, at=time.time()))
             return await self.wait(task, timeout=timeout, on_event=on_event)

@@ -3,15 +3,17 @@ the statistics record. Pure functions and values: no I/O, no client."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from ._events import TaskEvent
 from ._exceptions import ConfigurationError, TaskCanceledError, TaskFailedError, TaskNotFoundError
 from ._limits import GovernorStatistics
-from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest
+from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest, check_keywords
 from ._polling import SchedulerStatistics
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ __all__ = [
     "check_client_options",
     "client_statistics",
     "maybe_await",
+    "request_verb",
+    "the_request",
     "only",
     "raise_for_status",
     "task_ref",
@@ -84,8 +88,8 @@ REQUEST_FIELDS = (
 def build_request(
     where: str, request: VideoRequest | None, arguments: Mapping[str, Any]
 ) -> VideoRequest:
-    """``request``, or a `VideoRequest` of the request fields among ``arguments`` (a
-    verb's ``locals()``); not both."""
+    """``request``, or a `VideoRequest` of the request fields among ``arguments``; not
+    both."""
     fields = {name: arguments.get(name) for name in REQUEST_FIELDS}
     given = {k: v for k, v in fields.items() if v is not None}
     if request is not None:
@@ -103,6 +107,42 @@ def build_request(
     # one missing (InvalidRequestError, nothing sent), as VideoRequest(...) does.
     required = {name: fields.get(name) for name in ("model", "prompt", "reference_urls")}
     return VideoRequest(**{**given, **required})
+
+
+V = TypeVar("V", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def request_verb(verb: V) -> V:
+    """``async_call`` and ``call``: the keyword checks and the `VideoRequest` happen here.
+
+    A misspelt keyword is a ``TypeError`` naming the closest valid one; the request
+    fields given as keywords become one `VideoRequest` (or the one passed is checked),
+    and ``verb`` runs with it as ``request`` and without the field keywords. Memory:
+    this wrapper keeps only the verb's coroutine while it waits (no copy of the
+    arguments), and the verb never calls ``locals()``, whose dict CPython 3.11 would
+    keep on its frame: at thousands of creates waiting for a connection, about 2 KB
+    less per call in flight.
+    """
+    params = inspect.signature(verb).parameters
+    valid = tuple(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY)
+    where = verb.__name__
+
+    @functools.wraps(verb)
+    async def run(self: Any, request: VideoRequest | None = None, /, **kwargs: Any) -> Any:
+        check_keywords(verb.__qualname__, tuple(kwargs), valid)
+        fields = {name: kwargs.pop(name) for name in REQUEST_FIELDS if name in kwargs}
+        coro = verb(self, build_request(where, request, fields), **kwargs)
+        del fields, kwargs, request
+        return await coro
+
+    return run  # type: ignore[return-value]
+
+
+def the_request(request: VideoRequest | None) -> VideoRequest:
+    """Inside a `request_verb`: the request it built (never ``None`` there)."""
+    if not isinstance(request, VideoRequest):
+        raise TypeError(f"expected the VideoRequest request_verb builds, got {request!r}.")
+    return request
 
 
 def check_client_options(
