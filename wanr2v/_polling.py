@@ -153,8 +153,8 @@ class SchedulerStatistics:
             their own).
         transient_errors: polls that failed and were tried again (the wait went on).
         observed_durations: generation times it holds (``end_time`` less
-            ``scheduled_time``; the latest 100 to 200), which place the polls of
-            running tasks.
+            ``scheduled_time``; a uniform sample of at most 200 of all it has seen),
+            which place the polls of running tasks.
         duration_range: where generation times likely fall, local seconds, from
             those observed; ``None`` before the first.
         inferred_starts: queued tasks scheduled as running from a finished task's
