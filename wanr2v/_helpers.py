@@ -4,7 +4,6 @@ the statistics record. Pure functions and values: no I/O, no client."""
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,7 +12,15 @@ import attrs
 from ._events import TaskEvent
 from ._exceptions import ConfigurationError, TaskCanceledError, TaskFailedError, TaskNotFoundError
 from ._limits import GovernorStatistics
-from ._models import Task, TaskResult, TaskStatus, TaskSummary, VideoRequest, check_keywords
+from ._models import (
+    Task,
+    TaskResult,
+    TaskStatus,
+    TaskSummary,
+    VideoRequest,
+    check_keywords,
+    keyword_names,
+)
 from ._polling import SchedulerStatistics
 
 if TYPE_CHECKING:
@@ -123,8 +130,7 @@ def request_verb(verb: V) -> V:
     keep on its frame: at thousands of creates waiting for a connection, about 2 KB
     less per call in flight.
     """
-    params = inspect.signature(verb).parameters
-    valid = tuple(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY)
+    valid = keyword_names(verb)
     where = verb.__name__
 
     @functools.wraps(verb)

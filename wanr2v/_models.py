@@ -78,18 +78,20 @@ def check_keywords(where: str, given: Sequence[str], valid: Sequence[str]) -> No
         raise TypeError(f"{where}() got an unexpected keyword argument {name!r}; {advice}")
 
 
+def keyword_names(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The names ``fn`` accepts as keywords (``self`` aside)."""
+    params = inspect.signature(fn).parameters.items()
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(n for n, p in params if p.kind in kinds and n != "self")
+
+
 def keyword_hints(fn: Callable[P, R]) -> Callable[P, R]:
     """Make a misspelt keyword a ``TypeError`` naming the closest valid one.
 
     The signature seen by type checkers is unchanged (a misspelt keyword is a type
     error there already); at run time the message says what was meant.
     """
-    sig = inspect.signature(fn)
-    valid = tuple(
-        n
-        for n, p in sig.parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
-    )
+    valid = keyword_names(fn)
     where = fn.__qualname__
 
     if inspect.iscoroutinefunction(fn):
