@@ -39,15 +39,17 @@ Clients:
 A client still busy at its cap is stopped; its figures are then lower bounds
 ("did not finish in X s", CPU marked ≥).
 
-``--profile`` runs wanr2v's clients under cProfile (the profiler inflates their CPU
-figures, so do not read those as measurements) and prints the top entries by
-cumulative and by own time: where the next change should look.
+After the measured runs, one more run of wanr2v (default transport, the smallest
+size) goes under cProfile, and its top entries by cumulative and by own time are
+printed below the tables: where the next change should look (``--no-profile-run``
+skips it). ``--profile`` instead runs every wanr2v client under cProfile (the
+profiler inflates their CPU figures, so do not read those as measurements).
 
 Usage::
 
     python bench/bench_overhead.py [--sizes 2000 10000] [--cap 120] [--vendor-cap-large 60]
         [--only wanr2v --only wanr2v-aiohttp --only legacy-aio --only asyncclient]
-        [--profile] [--profile-top 15] [--fanout tasks|taskgroup]
+        [--profile | --no-profile-run] [--profile-top 15] [--fanout tasks|taskgroup]
 """
 
 from __future__ import annotations
@@ -130,14 +132,21 @@ def _environments() -> str:
     from _common import child_python
 
     python = child_python({"client": "wanr2v"})
-    probe = "import sys, wanr2v; print(sorted(m for m in ('rich', 'click') if m in sys.modules))"
-    loaded = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip()
+    probe = (
+        "import importlib.util, sys, wanr2v; "
+        "print(sorted(m for m in ('rich', 'click') if m in sys.modules)); "
+        "print(importlib.util.find_spec('sniffio') is not None)"
+    )
+    answer = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout
+    loaded, sniffio = [*answer.splitlines(), "?", "?"][:2]
     where = "this interpreter" if python == sys.executable else python
     return (
-        f"wanr2v's clients ran under {where}; with them `import wanr2v` loaded {loaded or '?'} "
+        f"wanr2v's clients ran under {where}; with them `import wanr2v` loaded {loaded} "
         "of rich/click (httpx imports its own command line, ~5.5 MB, where rich is "
-        "installed: the vendor's SDK requires rich). The vendor's clients ran under "
-        f"{sys.executable}."
+        "installed: the vendor's SDK requires rich), and sniffio was "
+        f"{'installed' if sniffio == 'True' else 'NOT installed'} (httpcore imports it "
+        "on every request: without it each failed import scans sys.path). The vendor's "
+        f"clients ran under {sys.executable}."
     )
 
 
@@ -203,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run wanr2v under cProfile and print its top entries (inflates its CPU)",
     )
+    parser.add_argument(
+        "--no-profile-run",
+        dest="profile_run",
+        action="store_false",
+        help="skip the extra profiled run of wanr2v after the measured ones",
+    )
     parser.add_argument("--profile-top", type=int, default=15)
     parser.add_argument(
         "--fanout",
@@ -238,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
                 profiles.append((f"{name} at {n:,}", f["report"]["profile"]))
             print(f"... {name} at {n:,}: done", file=sys.stderr, flush=True)
 
+    if args.profile_run and not args.profile and (not args.only or "wanr2v" in args.only):
+        n = min(args.sizes)
+        f = _run("wanr2v", n, args.cap, args.seed, profile=True, top=args.profile_top)
+        if f["report"].get("profile"):
+            profiles.append((f"wanr2v at {n:,}, an extra run", f["report"]["profile"]))
+        print(f"... wanr2v at {n:,} under cProfile: done", file=sys.stderr, flush=True)
+
     print(
         f"\n### Overhead: tasks fired at once, quotas off, generation {GENERATION[0]:g}–"
         f"{GENERATION[1]:g} s\n"
@@ -245,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(HEADERS, rows))
     print(f"\n{_environments()}")
     for title, text in profiles:
-        print(f"\n#### Profile: {title} (cProfile; CPU figures above are inflated by it)\n")
+        note = (
+            "the CPU figures above are inflated by it"
+            if args.profile
+            else "not one of the measured runs above"
+        )
+        print(f"\n#### Profile: {title} (cProfile; {note})\n")
         print("```\n" + text + "\n```")
     _targets(results, profiled=args.profile)
     return 0
