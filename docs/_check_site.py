@@ -13,7 +13,10 @@ problem, 0 when the site holds:
 - the models, the batch records and the statistics records list every attrs field,
   each with a type and a meaning (a non-empty description), and no field with a
   default shows as *required*;
-- none of the client's or the emulator's plumbing is published.
+- none of the client's or the emulator's plumbing is published;
+- every signature is formatted over lines of at most `SIGNATURE_WIDTH` characters
+  (mkdocstrings formats them with ruff, part of the ``docs`` extra; without it a
+  verb's twenty keywords make one line).
 
 Needs ``wanr2v`` importable (the fields are read with ``attrs.fields``).
 """
@@ -36,6 +39,8 @@ import wanr2v.testing
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|exc|data|mod|obj|const|ref):`?")
 BRIEF_FILES = ("protocol.md", "style.md", "field-notes.md")
 PRIVATE_PATH = re.compile(r"\bwanr2v(?:\.\w+)*\._[a-z]\w*")
+SIGNATURE = re.compile(r'<div class="doc-signature[^"]*">(.*?)</code>', re.S)
+SIGNATURE_WIDTH = 100
 
 DOCUMENTED_FIELDS: dict[str, tuple[type, ...]] = {
     "reference/models/index.html": (
@@ -172,6 +177,20 @@ def public_names() -> list[str]:
     ]
 
 
+def _signature_problems(markup: str, page: str) -> list[str]:
+    """Signatures with a line wider than `SIGNATURE_WIDTH` (not formatted)."""
+    problems = []
+    for m in SIGNATURE.finditer(markup):
+        lines = html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).splitlines()
+        widest = max(lines, key=len, default="")
+        if len(widest) > SIGNATURE_WIDTH:
+            problems.append(
+                f"{page}: a signature line of {len(widest)} characters ({widest[:40]}...): "
+                "install ruff (the docs extra) so that mkdocstrings formats signatures"
+            )
+    return problems
+
+
 def check(site: Path) -> list[str]:
     """Every problem of the built site, one line each."""
     problems: list[str] = []
@@ -196,6 +215,7 @@ def check(site: Path) -> list[str]:
                 problems.append(f"{rel}: names {name!r}, a file readers do not have")
         for m in PRIVATE_PATH.finditer(text):
             problems.append(f"{rel}: shows the private path {m.group(0)!r}")
+        problems += _signature_problems(markup, rel)
         if rel.startswith("reference/"):
             reference_ids |= parsed.ids
         for cls in DOCUMENTED_FIELDS.get(rel, ()):

@@ -110,7 +110,8 @@ def _row(name: str, *cells: str) -> str:
 
 def test_check_site_reports_each_kind_of_problem(tmp_path: Path) -> None:
     """Roles, brief file names, private paths, missing fields, a default shown as
-    required, plumbing anchors and unlisted public names are all reported."""
+    required, plumbing anchors, unformatted signatures and unlisted public names are
+    all reported."""
     usage_rows = "".join(
         _row(f.name, "<code>T</code>", "meaning") for f in attrs.fields(wanr2v.Usage)
     )
@@ -125,6 +126,10 @@ def test_check_site_reports_each_kind_of_problem(tmp_path: Path) -> None:
     <p>For one call::</p>
     <h2>wanr2v._batch.BatchItem</h2>
     <script>var hidden = "wanr2v._private.not_visible :class:";</script>
+    <div class="doc-signature highlight"><pre><code>call(<span>{", ".join(f"k{i}: int | None = None" for i in range(9))})</span></code></pre></div>
+    <div class="doc-signature highlight"><pre><code>fetch(
+    task: Task | str,
+) -&gt; TaskResult</code></pre></div>
     </body></html>"""
     (tmp_path / "reference" / "models").mkdir(parents=True)
     (tmp_path / "reference" / "models" / "index.html").write_text(page, encoding="utf-8")
@@ -138,6 +143,8 @@ def test_check_site_reports_each_kind_of_problem(tmp_path: Path) -> None:
     assert "negative_prompt has a default but shows as required" in problems
     assert "wanr2v.Usage" not in problems  # every field listed, typed and explained
     assert "publishes plumbing: wanr2v.AsyncWanClient.submit_body" in problems
+    assert re.search(r"a signature line of \d+ characters \(call\(k0", problems)
+    assert "(fetch" not in problems and "(    task" not in problems  # formatted
     assert re.search(r"has no entry for: .*\bwanr2v\.AioHttpClient\b", problems)
     assert check_site.check(tmp_path / "nowhere") == [
         f"{tmp_path / 'nowhere'}: no HTML pages (build the site first)"
