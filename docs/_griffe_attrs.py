@@ -14,12 +14,21 @@ A second extension turns the reStructuredText literal blocks some docstrings use
 (a paragraph ending in ``::`` and an indented block) into fenced code blocks, so
 Markdown shows neither the ``::`` nor a block without highlighting.
 
+A third extension keeps private names out of signatures: a parameter's default that
+names a private module's constant (``timeout=DEFAULT_TIMEOUT``) shows its value
+(``timeout=30.0``, ``max_video_bytes=1024**3``), and a private type alias in an annotation (``task: TaskLike``)
+shows what it stands for (``task: Task | TaskResult | TaskSummary | str``), so a
+reader sees values and public types instead of names the reference does not hold.
+
 Loaded by ``mkdocs.yml`` (``extensions: [docs/_griffe_attrs.py:...]``); not part of
 the package and not copied into the site.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import operator
 from typing import Any
 
 import griffe
@@ -217,4 +226,169 @@ class FencedLiteralBlocks(griffe.Extension):
         _fence_all(pkg, set())
 
 
-__all__ = ["AttrsInit", "FencedLiteralBlocks", "fence_literal_blocks"]
+_ARITHMETIC: dict[type, Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.Not: operator.not_,
+}
+
+
+def evaluate(text: str) -> str:
+    """A constant written as arithmetic (``24 * 3600.0``) as its value (``86400.0``);
+    anything else as it is."""
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.operand))
+        raise ValueError(text)
+
+    try:
+        return repr(value(ast.parse(text, mode="eval").body))
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError):
+        return text
+
+
+def _is_private(path: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in path.split("."))
+
+
+def _private_constants(
+    obj: griffe.Module, public: set[str], out: dict[str, griffe.Attribute]
+) -> None:
+    """Module-level attributes with a value in private modules, not exported."""
+    for member in list(obj.members.values()):
+        if member.is_alias:
+            continue
+        if isinstance(member, griffe.Module):
+            _private_constants(member, public, out)
+        elif (
+            isinstance(member, griffe.Attribute)
+            and member.value is not None
+            and _is_private(member.path)
+            and member.path not in public
+        ):
+            out[member.path] = member
+
+
+def _exported(pkg: griffe.Module) -> set[str]:
+    """The canonical paths of the names public modules export (``__all__``)."""
+    paths: set[str] = set()
+    modules = [pkg, *(m for m in pkg.modules.values() if not _is_private(m.path))]
+    for module in modules:
+        for name in module.exports or ():
+            member = module.members.get(str(name))
+            if member is not None:
+                paths.add(member.target_path if member.is_alias else member.path)
+    return paths
+
+
+def _target(expr: object, table: dict[str, griffe.Attribute]) -> griffe.Attribute | None:
+    if not isinstance(expr, (griffe.ExprName, griffe.ExprAttribute)):
+        return None
+    try:
+        return table.get(expr.canonical_path)
+    except Exception:  # an unresolvable name stays as written
+        return None
+
+
+def inline_aliases(expr: Any, table: dict[str, griffe.Attribute], depth: int = 0) -> Any:
+    """``expr`` with each private alias replaced by its value (aliases of aliases too)."""
+    found = _target(expr, table)
+    if found is not None and isinstance(found.value, griffe.Expr) and depth < 8:
+        return inline_aliases(found.value, table, depth + 1)
+    if isinstance(expr, griffe.Expr) and dataclasses.is_dataclass(expr):
+        for field in dataclasses.fields(expr):
+            if field.name == "parent":
+                continue
+            item = getattr(expr, field.name)
+            if isinstance(item, griffe.Expr):
+                setattr(expr, field.name, inline_aliases(item, table, depth))
+            elif isinstance(item, list):
+                setattr(expr, field.name, [inline_aliases(x, table, depth) for x in item])
+    return expr
+
+
+def _constant(attribute: griffe.Attribute) -> str | None:
+    """A private constant's value as source text (a literal, or arithmetic on literals
+    as written: ``1024**3`` reads better than its value); ``None`` for anything else
+    (a call, a name)."""
+    text = str(attribute.value)
+    if evaluate(text) != text:
+        return text
+    try:
+        ast.literal_eval(text)
+    except (SyntaxError, ValueError, TypeError):
+        return None
+    return text
+
+
+def _inline_constants(expr: Any, table: dict[str, griffe.Attribute]) -> Any:
+    if not (isinstance(expr, griffe.Expr) and dataclasses.is_dataclass(expr)):
+        return expr
+    found = _target(expr, table)
+    if found is not None:
+        return _constant(found) or expr
+    for field in dataclasses.fields(expr):
+        if field.name == "parent":
+            continue
+        item = getattr(expr, field.name)
+        if isinstance(item, griffe.Expr):
+            setattr(expr, field.name, _inline_constants(item, table))
+        elif isinstance(item, list):
+            setattr(expr, field.name, [_inline_constants(x, table) for x in item])
+    return expr
+
+
+def _default(default: Any, table: dict[str, griffe.Attribute]) -> Any:
+    """A default with each private constant in it replaced by its value, worked out
+    when the whole is arithmetic on literals (``not QUEUE_WHEN_BUSY`` -> ``False``)."""
+    default = _inline_constants(default, table)
+    if not isinstance(default, griffe.Expr):
+        return default
+    text = str(default)
+    value = evaluate(text)
+    return value if value != text else default
+
+
+def _publish(obj: griffe.Object, table: dict[str, griffe.Attribute], seen: set[str]) -> None:
+    if obj.path in seen:
+        return
+    seen.add(obj.path)
+    if isinstance(obj, griffe.Function):
+        for function in [obj, *(obj.overloads or ())]:
+            for param in function.parameters:
+                param.annotation = inline_aliases(param.annotation, table)
+                param.default = _default(param.default, table)
+            function.returns = inline_aliases(function.returns, table)
+    elif isinstance(obj, griffe.Attribute) and not _is_private(obj.name):
+        obj.annotation = inline_aliases(obj.annotation, table)
+    for member in list(obj.members.values()):
+        if not member.is_alias:
+            _publish(member, table, seen)  # type: ignore[arg-type]
+
+
+class PublicSignatures(griffe.Extension):
+    """Show private constants' values and private aliases' meaning in signatures."""
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        table: dict[str, griffe.Attribute] = {}
+        _private_constants(pkg, _exported(pkg), table)
+        _publish(pkg, table, set())
+
+
+__all__ = [
+    "AttrsInit",
+    "FencedLiteralBlocks",
+    "PublicSignatures",
+    "evaluate",
+    "fence_literal_blocks",
+    "inline_aliases",
+]

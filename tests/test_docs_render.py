@@ -151,9 +151,7 @@ def test_check_site_reports_each_kind_of_problem(tmp_path: Path) -> None:
     ]
 
 
-def test_literal_blocks_become_fenced_code() -> None:
-    """The docs' griffe extension turns reST ``intro::`` blocks into fenced blocks:
-    an indented block, a block right after the summary line, and a drawing."""
+def _griffe_extension() -> ModuleType:
     pytest.importorskip("griffe", reason="the docs extra (mkdocstrings[python]) is not installed")
     spec = importlib.util.spec_from_file_location(
         "_griffe_attrs", ROOT / "docs" / "_griffe_attrs.py"
@@ -161,13 +159,53 @@ def test_literal_blocks_become_fenced_code() -> None:
     assert spec is not None and spec.loader is not None
     ext = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ext)
-    fence = ext.fence_literal_blocks
+    return ext
+
+
+def test_literal_blocks_become_fenced_code() -> None:
+    """The docs' griffe extension turns reST ``intro::`` blocks into fenced blocks:
+    an indented block, a block right after the summary line, and a drawing."""
+    fence = _griffe_extension().fence_literal_blocks
     assert fence("Summary.\n\nExample::\n\n    x = 1\n    y = 2\n\nAfter.") == (
         "Summary.\n\nFor example:\n\n```python\nx = 1\ny = 2\n```\n\nAfter."
     )
     assert fence("Like this::\n\nrun(x)\n") == "Like this:\n\n```python\nrun(x)\n```"
     assert fence("Tree::\n\n    A ──▶ B") == "Tree:\n\n```text\nA ──▶ B\n```"
     assert fence("No block: a::b stays.\nNext.") == "No block: a::b stays.\nNext."
+
+
+def test_signatures_show_values_and_public_types() -> None:
+    """With the docs' extensions, a default naming a private constant shows its value
+    and a private type alias shows what it stands for; public names stay as written."""
+    ext = _griffe_extension()
+    import griffe
+
+    assert ext.evaluate("24 * 3600.0") == "86400.0" and ext.evaluate("not True") == "False"
+    assert ext.evaluate("frozenset({A})") == "frozenset({A})"
+    extensions = griffe.load_extensions(
+        *(
+            f"{ROOT / 'docs' / '_griffe_attrs.py'}:{name}"
+            for name in ("AttrsInit", "PublicSignatures")
+        )
+    )
+    pkg = griffe.load("wanr2v", search_paths=[str(ROOT)], extensions=extensions)
+
+    def params(path: str) -> dict[str, griffe.Parameter]:
+        function = pkg[path]
+        return {p.name: p for p in function.parameters}
+
+    init = params("_client.AsyncWanClient.__init__")
+    assert str(init["timeout"].default) == "30.0"  # _config.DEFAULT_TIMEOUT
+    assert str(init["max_video_bytes"].default).replace(" ", "") == "1024**3"  # as written
+    assert str(init["limits"].annotation) == "Limits | None"
+    download = params("_file_verbs.FileVerbs.download")
+    assert str(download["task"].annotation) == "Task | TaskResult | TaskSummary | str"
+    on_cancel = params("_batch_verbs.BatchVerbs.run_many")["on_cancel"]
+    assert str(on_cancel.annotation) == "Literal['detach', 'cancel_pending']"
+    quotas = params("testing._config.Quotas.__init__")
+    assert str(quotas["create_per_s"].default) == "5"
+    assert str(quotas["strict_running"].default) == "False"  # not _rules.QUEUE_WHEN_BUSY
+    assert str(params("_client.AsyncWanClient.call")["request"].annotation) == "VideoRequest | None"
 
 
 # --- the real site -------------------------------------------------------------------
