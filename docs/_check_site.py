@@ -50,7 +50,11 @@ DOCUMENTED_FIELDS: dict[str, tuple[type, ...]] = {
         wanr2v.TaskSummary,
         wanr2v.Usage,
     ),
-    "reference/client/index.html": (wanr2v.BatchItem, wanr2v.BatchSummary),
+    "reference/client/index.html": (
+        wanr2v.BatchItem,
+        wanr2v.BatchSummary,
+        wanr2v.ClientStatistics,
+    ),
     "reference/limits/index.html": (
         wanr2v.GovernorStatistics,
         wanr2v.RateStatistics,

@@ -36,9 +36,9 @@ DOCUMENTED = (
     wanr2v.GovernorStatistics,
     wanr2v.RateStatistics,
     wanr2v.SchedulerStatistics,
+    wanr2v.ClientStatistics,
 )
-"""The records whose every field the reference must explain (``ClientStatistics`` is
-still missing: its docstring names no field)."""
+"""The records whose every field the reference must explain."""
 
 
 def _load_check() -> ModuleType:
