@@ -227,7 +227,10 @@ class AioHttpClient(httpx.AsyncClient):
             above ``Limits.max_connections``.
         timeout: seconds for one request (connect, read, write and pool wait);
             ``AsyncWanClient(timeout=...)`` applies only to the client it makes itself.
-        verify, cert, trust_env: as for ``httpx.AsyncClient``.
+        verify: TLS verification, as for ``httpx.AsyncClient``.
+        cert: a client certificate, as for ``httpx.AsyncClient``.
+        trust_env: read proxies and certificates from the environment, as for
+            ``httpx.AsyncClient``.
         **kwargs: other ``httpx.AsyncClient`` options (not ``transport``, ``mounts``,
             ``limits`` or ``http2``: aiohttp speaks HTTP/1.1).
 

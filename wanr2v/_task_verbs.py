@@ -186,8 +186,16 @@ class TaskVerbs:
         Arguments are checked at once; pages are fetched as you iterate.
 
         Args:
-            start_time, end_time: a window of at most 24 h (naive values mean UTC).
-            model: ``model_name`` filter; ``status``: a status filter.
+            task_id: only this task.
+            model: only tasks of this model (the service's ``model_name`` filter).
+            status: only tasks in this status.
+            start_time: the window's start; with ``end_time`` a window of at most
+                24 h (naive values mean UTC). Default: the last 24 h.
+            end_time: the window's end (naive values mean UTC).
+            page_size: tasks per page the service is asked for.
+            max_items: stop after this many tasks (all of them when ``None``).
+            base_url: list this region's tasks (a configured region's base URL);
+                the default region's when ``None``.
             max_pages: pages to fetch at most. A listing that would need more, or a
                 page the service repeats, raises `APIError`
                 (``code="MalformedResponse"``): a listing cut short must never pass
