@@ -11,7 +11,7 @@ import pytest
 
 import wanr2v
 from wanr2v import BatchItem, BudgetExceededError, VideoRequest, WanClient
-from wanr2v._batch import summarize
+from wanr2v._batch_records import summarize
 from wanr2v._demo import make_png
 from wanr2v.journal import SQLiteJournal, SubmissionState
 from wanr2v.testing import Emulator, EmulatorConfig, serve

@@ -141,7 +141,7 @@ async def _uses_batches(client: AsyncWanClient, journal: SQLiteJournal) -> None:
     async with client.as_completed([REQUEST], on_cancel="cancel_pending") as results:
         async for item in results:
             assert_type(item.task, Task | None)
-    assert_type(await client.resume(journal), list[wanr2v._batch.BatchItem])
+    assert_type(await client.resume(journal), list[wanr2v.BatchItem])
     await client.run_many([REQUEST], on_cancel="abandon")  # type: ignore[arg-type]
 
 

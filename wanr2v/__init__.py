@@ -23,7 +23,7 @@ import logging
 import types as _types
 
 from ._aiohttp import AioHttpClient
-from ._batch import BatchItem, BatchSummary, BudgetExceededError
+from ._batch_records import BatchItem, BatchSummary, BudgetExceededError
 from ._batchfile import read_batch_file
 from ._client import AsyncWanClient, ClientStatistics, RegionEndpoint, raise_for_status
 from ._config import REGION_BASE_URLS

@@ -34,6 +34,10 @@ one) is recorded as it is: ``FAILED`` for a request the service will never accep
 (400 other than ``Arrearage``, 404), back to ``NEW`` for one refused for the account's
 sake (401, 403, 429, 503, ``Arrearage``: nothing was made, a later ``resume`` tries
 again) — never ``AMBIGUOUS``, which only a lost answer is.
+
+This module holds the runner; what it returns and refuses (`BatchItem`,
+`BatchSummary`, `BudgetExceededError`, ...) is in ``_batch_records``, and its hold on
+the journal (lease, heartbeats, accounts) in ``_batch_lease``.
 """
 
 from __future__ import annotations
@@ -46,11 +50,23 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 
+from ._batch_lease import JournalOwnership
+from ._batch_records import (
+    DEFAULT_KEY_NAME,
+    DEFAULT_TASK_NAME,
+    BatchItem,
+    BudgetExceededError,
+    CancelPolicy,
+    Requests,
+    check_name_template,
+    record_cost,
+    request_pairs,
+    usage_of,
+)
 from ._exceptions import (
     APIError,
     ArrearageError,
@@ -63,18 +79,15 @@ from ._exceptions import (
     collapsing_groups,
 )
 from ._helpers import raise_for_status
-from ._models import Task, TaskResult, TaskStatus, Usage, VideoRequest
-from ._wire import fingerprint, journal_structure
+from ._models import Task, TaskResult, TaskStatus, VideoRequest
+from ._wire import fingerprint
 from .journal import (
-    JournalAccountError,
     JournalBusyError,
     JournalError,
     JournalStore,
     JournalVanishedError,
-    LeasedJournal,
     SubmissionRecord,
     SubmissionState,
-    account_fingerprint,
 )
 from .journal._base import check_requests, result_to_dict
 
@@ -82,176 +95,12 @@ if TYPE_CHECKING:
     from ._http import ApiSession
     from ._protocols import BatchTasks, Emitter, Routing, SafeCreate, Watcher
 
-__all__ = ["BatchItem", "BatchRunner", "BatchSummary", "BudgetExceededError", "CancelPolicy"]
+__all__ = ["BatchRunner"]
 
 logger = logging.getLogger("wanr2v")
 
-CancelPolicy = Literal["detach", "cancel_pending"]
-"""What a cancelled batch does with its remote tasks: ``"detach"`` leaves them running,
-``"cancel_pending"`` cancels those still PENDING (not billed) and detaches the rest."""
-
-DEFAULT_KEY_NAME = "{key}.mp4"
-"""The file name of a batch item's video when the batch has keys of its own (a mapping)."""
-DEFAULT_TASK_NAME = "{task_id}.mp4"
-"""The file name of a batch item's video otherwise (a list: its keys are indexes)."""
-NAME_FIELDS = ("key", "task_id", "model")
 NAME_META = "name"
 """Journal meta key: the file-name template of the batch's videos (resume uses it too)."""
-
-
-class BudgetExceededError(WanError):
-    """A batch item was not created: its estimated cost would take the batch over
-    ``budget_usd``. Nothing was sent for it; run it again with a larger budget
-    (``retry_failed=True`` / ``--retry-failed`` picks it up from a journal).
-
-    Attributes:
-        budget_usd: the batch's budget.
-        committed_usd: what the batch had billed or committed when the item came up
-            (tasks already made, earlier runs of the journal included).
-        estimated_usd: the item's estimated cost (an upper estimate at list prices).
-    """
-
-    budget_usd: float
-    committed_usd: float
-    estimated_usd: float
-
-    def __init__(
-        self, message: str, *, budget_usd: float, committed_usd: float, estimated_usd: float
-    ) -> None:
-        super().__init__(message)
-        self.budget_usd = budget_usd
-        self.committed_usd = committed_usd
-        self.estimated_usd = estimated_usd
-
-
-def check_name_template(name: str) -> str:
-    """A file-name template for batch videos, checked: ``{key}``, ``{task_id}`` or
-    ``{model}`` fields, one of ``{key}`` / ``{task_id}`` (names must differ), ending in
-    ``.mp4`` or ``.mov``, no folders.
-
-    Raises:
-        ValueError: saying what to change.
-    """
-    import string
-
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"name template {name!r}: {exc}.") from None
-    unknown = sorted(fields - set(NAME_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"name template {name!r}: unknown field(s) {', '.join(unknown)}; "
-            "use {key}, {task_id} or {model}."
-        )
-    if not fields & {"key", "task_id"}:
-        raise ValueError(
-            f"name template {name!r} gives every video the same name; put {{key}} or "
-            "{task_id} in it."
-        )
-    if "/" in name or os.sep in name:
-        raise ValueError(f"name template {name!r}: a file name, not a path (use the folder).")
-    if not name.lower().endswith((".mp4", ".mov")):
-        raise ValueError(f"name template {name!r}: end it with .mp4 (a video file name).")
-    return name
-
-
-ACCOUNTS_META = "accounts"
-"""Journal meta key: ``{base_url: account fingerprint}`` of the keys that made its tasks."""
-
-HEARTBEATS_PER_TTL = 6
-"""The lease is renewed this many times per ``lease_ttl`` (every 5 s by default)."""
-
-
-@attrs.frozen(kw_only=True)
-class BatchItem:
-    """The outcome of one batch item: a result or an error, never both.
-
-    Attributes:
-        key: the item's key (its index, or the mapping key / batch_key given).
-        request: the request.
-        task: the created task, when one was created (or adopted).
-        result: the final result (any final status) when the task got that far.
-        error: the error that ended the item (``TaskFailedError`` for a FAILED task).
-        path: where the video was saved, when downloading.
-        earlier: the item was finished by an earlier run of the journal (nothing was
-            done for it in this one).
-    """
-
-    key: Any
-    request: VideoRequest | None
-    task: Task | None = None
-    result: TaskResult | None = None
-    error: BaseException | None = None
-    path: Path | None = None
-    earlier: bool = False
-
-    @property
-    def billed_usd(self) -> float:
-        """What the service billed for this item's task: its ``usage`` at list prices
-        (the estimate when usage is missing); 0 when no task succeeded (failed tasks
-        are free)."""
-        if self.result is None or not self.result.succeeded or self.request is None:
-            return 0.0
-        billed = self.request.billed_cost_usd(self.result.usage)
-        return billed if billed is not None else self.request.estimated_cost_usd()
-
-    @property
-    def ok(self) -> bool:
-        """The task SUCCEEDED and nothing failed after (the download, when asked for)."""
-        return self.error is None and self.result is not None and self.result.succeeded
-
-
-@attrs.frozen(kw_only=True)
-class BatchSummary:
-    """Counts and cost of a finished batch (what ``wanr2v run`` prints at the end).
-
-    Make one from the items ``run_many`` or ``resume`` returned::
-
-        items = await client.run_many(requests, journal=journal)
-        summary = BatchSummary.of(items)
-        print(summary.succeeded, "of", summary.total, f"${summary.estimated_cost_usd}")
-
-    Attributes:
-        total: the batch's items, earlier runs' included.
-        succeeded: items whose task SUCCEEDED with nothing failing after (`BatchItem.ok`).
-        failed: every other item (a failed task, a refused create, a failed download...).
-        downloaded: items whose video was saved.
-        wall_seconds: how long the run took.
-        estimated_cost_usd: what the service billed for the tasks that succeeded in this
-            run (their usage at list prices), downloaded or not; earlier runs' items
-            are not counted.
-        earlier: items finished by an earlier run of the journal (nothing done for them
-            now).
-    """
-
-    total: int
-    succeeded: int
-    failed: int
-    downloaded: int
-    wall_seconds: float
-    estimated_cost_usd: float
-    earlier: int = 0
-
-    @classmethod
-    def of(cls, items: Iterable[BatchItem], wall_seconds: float = 0.0) -> BatchSummary:
-        """The summary of a batch's items (``wall_seconds``: how long the run took, if
-        you timed it)."""
-        return summarize(items, wall_seconds)
-
-
-Requests = (
-    Iterable[VideoRequest | Mapping[str, Any]] | Mapping[Any, VideoRequest | Mapping[str, Any]]
-)
-
-
-def _items(requests: Requests) -> list[tuple[Any, VideoRequest]]:
-    pairs: Iterable[tuple[Any, Any]]
-    pairs = requests.items() if isinstance(requests, Mapping) else enumerate(requests)
-    out = []
-    for key, req in pairs:
-        out.append((key, req if isinstance(req, VideoRequest) else VideoRequest(**req)))
-    return out
 
 
 class BatchRunner:
@@ -328,12 +177,8 @@ class BatchRunner:
         self._outer: anyio.CancelScope | None = None
         self._unresolved_at_start = len(create.unresolved)
         self._live: dict[str, Task] = {}
-        self._lease: LeasedJournal | None = None
-        self._lease_interval: float | None = None
-        self._last_beat = 0.0
+        self._ownership = JournalOwnership(journal, routing)
         self._fatal: JournalError | None = None
-        self._bound: set[str] = set()
-        self._bind_lock = anyio.Lock()
         self._settled: set[str] = set()
 
     # --- entry points ---------------------------------------------------------------
@@ -341,7 +186,7 @@ class BatchRunner:
     async def run(self, requests: Requests) -> list[BatchItem]:
         """Run every request; return the outcomes in input order."""
         self._default_name(requests)
-        pairs = _items(requests)
+        pairs = request_pairs(requests)
         order = {key: i for i, (key, _) in enumerate(pairs)}
         out: list[BatchItem] = []
         async with self._as_completed(pairs) as results:
@@ -355,7 +200,7 @@ class BatchRunner:
     ) -> AbstractAsyncContextManager[AsyncIterator[BatchItem]]:
         """``async with runner.as_completed(reqs) as results: async for item in results``."""
         self._default_name(requests)
-        return self._as_completed(_items(requests))
+        return self._as_completed(request_pairs(requests))
 
     def _default_name(self, requests: Requests) -> None:
         if self.name is None:
@@ -375,7 +220,7 @@ class BatchRunner:
         self, pairs: list[tuple[Any, VideoRequest]]
     ) -> AsyncIterator[AsyncIterator[BatchItem]]:
         jobs: list[tuple[Any, VideoRequest | None, SubmissionRecord | None]]
-        async with self._owning_journal():
+        async with self._ownership.owning():
             if self.journal is not None:
                 # The money rule, before anything is added or sent.
                 await check_requests(
@@ -391,7 +236,7 @@ class BatchRunner:
                     rec = await self.journal.add(SubmissionRecord.new(str(key), req))
                     rec = await self._maybe_retry(rec)
                     jobs.append((key, req, rec))
-                    await self._beat_if_due()  # a long batch file takes a while to record
+                    await self._ownership.beat_if_due()  # a long batch file takes a while to record
             else:
                 jobs = [(key, req, None) for key, req in pairs]
             await self._count_committed()
@@ -404,7 +249,7 @@ class BatchRunner:
         if self.journal is None:
             raise ValueError("resume needs a journal.")
         out: list[BatchItem] = []
-        async with self._owning_journal():
+        async with self._ownership.owning():
             if self.name is None:  # the videos keep the names the run gave them
                 known = await self.journal.get_meta(NAME_META)
                 self.name = known if isinstance(known, str) else DEFAULT_TASK_NAME
@@ -461,7 +306,7 @@ class BatchRunner:
             return
         total = 0.0
         for rec in await self.journal.list():
-            total += _record_cost(rec)
+            total += record_cost(rec)
         self._committed = total
 
     async def _reserve(self, key: Any, req: VideoRequest) -> float:
@@ -488,130 +333,6 @@ class BatchRunner:
         if self.budget_usd is not None:
             self._committed += billed - reserved
 
-    # --- owning the journal -----------------------------------------------------------
-
-    @asynccontextmanager
-    async def _owning_journal(self) -> AsyncIterator[None]:
-        """Hold the journal's lease (when it has one) and check its accounts."""
-        journal = self.journal
-        if journal is None:
-            yield
-            return
-        # (Through ``object``: mypy cannot narrow one protocol to another.)
-        store: object = journal
-        lease = store if isinstance(store, LeasedJournal) else None
-        if lease is not None:
-            owner = await lease.acquire()
-            self._lease = lease
-            self._lease_interval = owner.ttl / HEARTBEATS_PER_TTL
-            self._last_beat = anyio.current_time()
-        try:
-            await self._check_accounts(journal)
-            yield
-        finally:
-            if lease is not None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await lease.release()
-                    except JournalError as exc:
-                        logger.warning("could not release the journal's lease: %s", exc)
-
-    async def _beat_if_due(self) -> None:
-        """Renew the lease now if a heartbeat is due (before the heartbeat task runs)."""
-        if self._lease is None or self._lease_interval is None:
-            return
-        now = anyio.current_time()
-        if now - self._last_beat >= self._lease_interval:
-            await self._lease.heartbeat()
-            self._last_beat = now
-
-    async def _keep_lease(self) -> None:
-        """Renew the lease; on losing it (or the file), stop the whole batch."""
-        lease, interval = self._lease, self._lease_interval
-        assert lease is not None and interval is not None
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await lease.heartbeat()
-            except JournalError as exc:
-                self._stop(exc)
-                return
-
-    def _stop(self, exc: JournalError) -> None:
-        """A journal failure no item survives: stop everything, raise ``exc`` at the end."""
-        if self._fatal is None:
-            self._fatal = exc
-            logger.error("batch stopped, nothing more is sent: %s", exc)
-        if self._outer is not None:
-            self._outer.cancel()
-
-    def _accounts(self) -> dict[str, str]:
-        """``{base_url: fingerprint}`` of the client's keys (never the keys)."""
-        out = {}
-        for region in self.routing.regions:
-            session = self.routing.for_region(region)
-            auth = session.headers("query").get("Authorization", "")
-            out[session.base_url] = account_fingerprint(auth.removeprefix("Bearer "))
-        return out
-
-    async def _check_accounts(self, journal: JournalStore) -> None:
-        """Refuse a client that is not the one the journal's tasks belong to."""
-        path = getattr(journal, "path", None)
-        path = path if isinstance(path, str) else None
-        stored: dict[str, str] = dict(await journal.get_meta(ACCOUNTS_META) or {})
-        mine = self._accounts()
-        for url, fp in stored.items():
-            if url in mine and mine[url] != fp:
-                raise JournalAccountError(
-                    f"The journal's tasks at {url} were made with another API key (account "
-                    f"{fp}, this client's key is {mine[url]}): queried with this key they "
-                    "would all look lost. Use the key that made them, or another journal. "
-                    "Nothing was sent or changed.",
-                    base_url=url,
-                    expected=fp,
-                    got=mine[url],
-                    path=path,
-                )
-        for rec in await journal.list():
-            url = (rec.base_url or "").rstrip("/")
-            if rec.is_terminal or not url or url in mine:
-                continue
-            raise JournalAccountError(
-                f"The journal has unfinished tasks at {url} (e.g. key {rec.batch_key!r}), "
-                f"but this client only reaches {', '.join(sorted(mine))}: point it at "
-                f"{url} (with the key that made them), or use another journal. Nothing "
-                "was sent or changed.",
-                base_url=url,
-                expected=stored.get(url),
-                got=None,
-                path=path,
-            )
-
-    async def _bind(self, base_url: str) -> None:
-        """Record which account makes tasks at ``base_url`` (refuse another one)."""
-        journal = self.journal
-        url = base_url.rstrip("/")
-        if journal is None or url in self._bound:
-            return
-        fp = self._accounts().get(url)
-        if fp is None:
-            return
-        async with self._bind_lock:
-            stored: dict[str, str] = dict(await journal.get_meta(ACCOUNTS_META) or {})
-            known = stored.get(url)
-            if known is not None and known != fp:
-                raise JournalAccountError(
-                    f"The journal's tasks at {url} were made with another API key "
-                    f"(account {known}, this client's key is {fp}); nothing was sent.",
-                    base_url=url,
-                    expected=known,
-                    got=fp,
-                )
-            if known is None:
-                stored[url] = fp
-                await journal.set_meta(ACCOUNTS_META, stored)
-            self._bound.add(url)
-
     # --- machinery ------------------------------------------------------------------
 
     @asynccontextmanager
@@ -636,8 +357,8 @@ class BatchRunner:
                 async with anyio.create_task_group() as outer:
                     self._outer = outer.cancel_scope
                     outer.start_soon(produce)
-                    if self._lease_interval is not None:
-                        outer.start_soon(self._keep_lease)
+                    if self._ownership.leased:
+                        outer.start_soon(self._ownership.keep_lease, self._stop)
                     try:
                         async with receive:
                             yield receive
@@ -648,6 +369,14 @@ class BatchRunner:
                 await self._cleanup()
         if self._fatal is not None:
             raise self._fatal
+
+    def _stop(self, exc: JournalError) -> None:
+        """A journal failure no item survives: stop everything, raise ``exc`` at the end."""
+        if self._fatal is None:
+            self._fatal = exc
+            logger.error("batch stopped, nothing more is sent: %s", exc)
+        if self._outer is not None:
+            self._outer.cancel()
 
     async def _cleanup(self) -> None:
         unresolved = len(self.create.unresolved) - self._unresolved_at_start
@@ -712,7 +441,7 @@ class BatchRunner:
                 video_url=rec.video_url,
                 base_url=rec.base_url,
                 code=rec.error_code,
-                usage=_usage_of(rec),
+                usage=usage_of(rec),
             )
         try:
             request: VideoRequest | None = rec.video_request()
@@ -858,7 +587,7 @@ class BatchRunner:
         async def on_sent(sent_at: float) -> None:
             if rec is None or self.journal is None:
                 return
-            await self._bind(base_url)
+            await self._ownership.bind(base_url)
             # The claim: compare-and-set, so of two runners only one sends. Raised
             # here, a conflict stops this create before it goes out.
             attempts[0] += 1
@@ -1029,33 +758,6 @@ class BatchRunner:
             )
 
 
-def _usage_of(rec: SubmissionRecord) -> Usage | None:
-    data = (rec.result or {}).get("usage")
-    if not isinstance(data, Mapping):
-        return None
-    try:
-        return journal_structure(data, Usage)  # _wire: the journal's stored shape
-    except Exception:  # a damaged record's usage: unknown, as if none was stored
-        return None
-
-
-def _record_cost(rec: SubmissionRecord) -> float:
-    """What one journal record billed or may still bill, for a budget."""
-    S = SubmissionState
-    if rec.state is S.NEW or (rec.state is S.FAILED and rec.task_id is None):
-        return 0.0
-    try:
-        req = rec.video_request()
-    except (WanError, TypeError):
-        return 0.0
-    if rec.state is S.FAILED:
-        return 0.0  # failed tasks are free
-    if rec.state in (S.SUCCEEDED, S.DOWNLOADED):
-        billed = req.billed_cost_usd(_usage_of(rec))
-        return billed if billed is not None else req.estimated_cost_usd()
-    return req.estimated_cost_usd()  # a task made, or maybe made: it may bill
-
-
 def _remove_parts(folder: Path, names: Iterable[str]) -> None:
     """Remove the temporary ``.{name}.….part`` files of the videos ``names`` in ``folder``."""
     for name in names:
@@ -1070,19 +772,3 @@ def _headers_for(body: Mapping[str, Any]) -> dict[str, str]:
     if any(isinstance(r, str) and r.startswith("oss://") for r in refs):
         return {"X-DashScope-OssResourceResolve": "enable"}
     return {}
-
-
-def summarize(items: Iterable[BatchItem], wall_seconds: float) -> BatchSummary:
-    """Counts and the cost of a batch's outcomes: what the service billed for this
-    run's succeeded tasks (a task whose download failed was billed too)."""
-    items = list(items)
-    cost = sum(it.billed_usd for it in items if not it.earlier)
-    return BatchSummary(
-        total=len(items),
-        succeeded=sum(it.ok for it in items),
-        failed=sum(not it.ok for it in items),
-        downloaded=sum(it.path is not None for it in items),
-        wall_seconds=wall_seconds,
-        estimated_cost_usd=round(cost, 4),
-        earlier=sum(it.earlier for it in items),
-    )

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from ._batch import BatchItem, BatchRunner, CancelPolicy, Requests
+from ._batch import BatchRunner
+from ._batch_records import BatchItem, CancelPolicy, Requests
 
 if TYPE_CHECKING:
     from .journal import JournalStore

@@ -24,7 +24,7 @@ from typing import Any, Final
 import anyio
 import attrs
 
-from ._batch import BatchItem, summarize
+from ._batch_records import BatchItem, summarize
 from ._client import AsyncWanClient, ClientStatistics
 from ._events import TaskEvent
 from ._exceptions import WanError

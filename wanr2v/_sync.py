@@ -39,7 +39,7 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import _config
-from ._batch import BatchItem, CancelPolicy, Requests
+from ._batch_records import BatchItem, CancelPolicy, Requests
 from ._client import AsyncWanClient
 from ._events import TaskEvent
 from ._helpers import ClientStatistics, TaskLike

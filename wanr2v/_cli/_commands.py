@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import anyio
 
-from .._batch import BatchItem
+from .._batch_records import BatchItem
 from .._batchfile import absolute_refs
 from .._exceptions import (
     DownloadError,

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import attrs
 
 from .. import _config
-from .._batch import BatchItem, summarize
+from .._batch_records import BatchItem, summarize
 from .._events import TaskEvent
 from .._exceptions import (
     AuthenticationError,

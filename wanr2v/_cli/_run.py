@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import _config
-from .._batch import BatchItem, CancelPolicy, summarize
+from .._batch_records import BatchItem, CancelPolicy, summarize
 from .._batchfile import read_batch_file
 from .._exceptions import ConfigurationError, InvalidRequestError, WanError
 from .._models import VideoRequest
@@ -408,7 +408,7 @@ async def cmd_resume(ctx: Context) -> int:
 
 
 def _name_option(value: str) -> str:
-    from .._batch import check_name_template
+    from .._batch_records import check_name_template
 
     try:
         return check_name_template(value)
@@ -437,7 +437,7 @@ async def _dry_run_checked(
     """``run --dry-run``: every local rule (files, counts, region), the cost, the budget."""
     import httpx
 
-    from .._batch import _record_cost
+    from .._batch_records import record_cost
     from .._upload import Uploader
 
     problems: list[str] = []
@@ -479,7 +479,7 @@ async def _dry_run_checked(
         journal = await _open_journal(ctx, journal_path, must_exist=True)
         async with journal:
             records = await journal.list()
-        already = sum(_record_cost(r) for r in records)
+        already = sum(record_cost(r) for r in records)
     code = _dry_run(ctx, requests, problems=problems, budget=budget, already=already)
     for problem in problems:
         ctx.out.error(problem)
@@ -494,7 +494,7 @@ async def _dry_run_checked(
 
 async def cmd_journal_show(ctx: Context) -> int:
     """``wanr2v journal show DB``: every item with its state, task, cost, file or error."""
-    from .._batch import _record_cost
+    from .._batch_records import record_cost
 
     path = Path(ctx.args.journal)
     journal = await _open_journal(ctx, path, must_exist=True)
@@ -509,7 +509,7 @@ async def cmd_journal_show(ctx: Context) -> int:
     total = 0.0
     counts: dict[str, int] = {}
     for rec in records:
-        cost = _record_cost(rec)
+        cost = record_cost(rec)
         total += cost
         counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
         detail = rec.download_path or (
