@@ -245,11 +245,15 @@ class _PrioritySlots:
     """
 
     __slots__ = ("_heap", "_seq", "free", "total")
+    total: int
+    free: int
+    _heap: list[_Grant]
+    _seq: int
 
     def __init__(self, n: int) -> None:
         self.total = n
         self.free = n
-        self._heap: list[_Grant] = []
+        self._heap = []
         self._seq = 0
 
     @property

@@ -41,6 +41,12 @@ class StorageStatistics:
         "shared_polls",
         "slots_held",
     )
+    backend: str
+    degraded: bool
+    live_processes: int
+    slots_held: int
+    fallbacks: int
+    shared_polls: int
 
     def __init__(
         self,
