@@ -60,6 +60,7 @@ from ._exceptions import (
     WanError,
 )
 from ._limits import Governor, GovernorStatistics, Limits, RateStatistics
+from ._logs import setup_logging as _setup_logging
 from ._models import (
     ModelName,
     ShotType,
@@ -145,6 +146,8 @@ __all__ = [
 # A library is silent until its user configures logging: without this handler, Python's
 # last-resort handler would print the ``wanr2v`` logger's warnings to stderr.
 logging.getLogger("wanr2v").addHandler(logging.NullHandler())
+# WANR2V_LOG=debug (info, warning, error) switches it on without code (``_logs``).
+_setup_logging()
 
 # Tracebacks and reprs say ``wanr2v.RateLimitError``, not ``wanr2v._exceptions...``.
 for _name in __all__:

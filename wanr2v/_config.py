@@ -6,6 +6,10 @@ Every environment variable wanr2v reads is named here (see docs/configuration.md
 - ``DASHSCOPE_HTTP_BASE_URL``: the base URL when neither ``base_url=`` nor ``region=``
   is passed.
 - ``DASHSCOPE_REGION``: the default region when none is passed.
+- ``WANR2V_STORAGE_URI``: a Redis URL shared with other processes when no
+  ``storage_uri=`` is passed (read in ``_storage``).
+- ``WANR2V_LOG``: ``debug``, ``info``, ``warning`` or ``error``: switch logging on
+  without code (read once at import, in ``_logs``).
 
 What is passed explicitly wins over the environment; a contradiction that cannot be
 settled (a region and a URL of another region) raises `ConfigurationError`
@@ -69,6 +73,7 @@ def capabilities_for(region: str) -> RegionCapabilities:
 ENV_API_KEY: Final = "DASHSCOPE_API_KEY"
 ENV_BASE_URL: Final = "DASHSCOPE_HTTP_BASE_URL"
 ENV_REGION: Final = "DASHSCOPE_REGION"
+ENV_LOG: Final = "WANR2V_LOG"
 
 DEFAULT_REGION: Final = "beijing"
 DEFAULT_TIMEOUT: Final = 30.0
