@@ -1,4 +1,4 @@
-"""Sessions: tests (what CI runs), lint, typecheck, docs, bench, chaos, stress."""
+"""Sessions: tests (what CI runs), compat, lint, typecheck, docs, bench, chaos, stress."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def tests(session: nox.Session) -> None:
 
     Three workers on two cores: most tests wait on a time-scaled emulator, not the CPU.
     """
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q", "-n", "3"]), env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session(python=["3.12", "3.13"])
+def compat(session: nox.Session) -> None:
+    """The test suite on the newer Pythons (``tests`` runs it on 3.11, what CI has);
+    ``nox -s compat-3.13`` runs one."""
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q", "-n", "3"]), env={"PYTHONFAULTHANDLER": "1"})
 

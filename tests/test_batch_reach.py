@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 import wanr2v
+from tests._db import raw_db
 from wanr2v import BatchItem, BudgetExceededError, VideoRequest, WanClient
 from wanr2v._batch_records import summarize
 from wanr2v._demo import make_png
-from wanr2v.journal import SQLiteJournal, SubmissionState
+from wanr2v.journal import SubmissionState
 from wanr2v.testing import Emulator, EmulatorConfig, serve
 
 SCALE = 60.0
@@ -81,7 +82,7 @@ def test_retry_failed_never_recreates_a_task_that_failed_on_the_service(
 
     emu.faults.add(FaultRule(kind=FaultKind.FAIL_TASK, endpoint=Endpoint.CREATE, count=1))
     requests = {"x": req("https://cdn.example.com/x.png", 3)}
-    journal = SQLiteJournal(tmp_path / "j.db")
+    journal = tmp_path / "j.db"  # a path: the sync client opens and closes it per call
     first = client.run_many(requests, journal=journal)
     assert not first[0].ok and first[0].task is not None
     again = client.run_many(requests, journal=journal, retry_failed=True)
@@ -120,7 +121,7 @@ def test_budget_stops_creates_that_would_overspend(
     journal counts what was billed, and retry_failed with a larger budget finishes."""
     requests = {f"k{i}": req("https://cdn.example.com/b.png", 10 + i) for i in range(3)}
     each = requests["k0"].estimated_cost_usd()
-    journal = SQLiteJournal(tmp_path / "j.db")
+    journal = tmp_path / "j.db"  # a path: the sync client opens and closes it per call
     items = client.run_many(requests, journal=journal, budget_usd=each * 2.5)
     over = [it for it in items if isinstance(it.error, BudgetExceededError)]
     assert len(over) == 1 and over[0].task is None
@@ -145,9 +146,8 @@ def test_budget_stops_creates_that_would_overspend(
 
 
 def journal_states(path: Path) -> dict[str, int]:
-    import sqlite3
 
-    with sqlite3.connect(path) as conn:
+    with raw_db(path) as conn:
         rows = conn.execute("SELECT state, count(*) FROM submissions GROUP BY state").fetchall()
     return {str(state): int(n) for state, n in rows}
 
@@ -160,7 +160,7 @@ def test_summary_cost_is_what_was_billed_even_when_the_download_fails(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder should be")
     requests = {"a": req("https://cdn.example.com/s.png", 20)}
-    journal = SQLiteJournal(tmp_path / "j.db")
+    journal = tmp_path / "j.db"  # a path: the sync client opens and closes it per call
     items = client.run_many(requests, journal=journal, download_to=blocker / "videos")
     assert not items[0].ok and items[0].result is not None and items[0].result.succeeded
     summary = summarize(items, 1.0)
@@ -171,7 +171,7 @@ def test_summary_cost_is_what_was_billed_even_when_the_download_fails(
     done = client.run_many(requests, journal=journal, download_to=tmp_path / "ok")
     assert done[0].ok
     again: list[BatchItem] = client.run_many(
-        requests, journal=SQLiteJournal(tmp_path / "j.db"), download_to=tmp_path / "ok"
+        requests, journal=tmp_path / "j.db", download_to=tmp_path / "ok"
     )
     s = summarize(again, 0.1)
     assert s.earlier == 1 and s.estimated_cost_usd == 0
@@ -198,9 +198,8 @@ def test_resume_names_videos_as_the_run_did(
     assert sorted(p.name for p in out.iterdir()) == ["alpha.mp4", "beta.mp4"]
     # As after a kill between the task's success and its download: file gone, record back.
     (out / "beta.mp4").unlink()
-    import sqlite3
 
-    with sqlite3.connect(db) as conn:
+    with raw_db(db) as conn:
         conn.execute(
             "UPDATE submissions SET state = ?, download_path = NULL WHERE batch_key = 'beta'",
             (SubmissionState.SUCCEEDED.value,),
@@ -210,3 +209,38 @@ def test_resume_names_videos_as_the_run_did(
     assert all(it.ok for it in again)
     assert sorted(p.name for p in out.iterdir()) == ["alpha.mp4", "beta.mp4"]
     assert emu.stats().tasks_created == 2
+
+
+def test_a_journal_object_is_disconnected_after_each_blocking_call(
+    client: WanClient, emu: Emulator, tmp_path: Path
+) -> None:
+    """A `SQLiteJournal` object given to the blocking client, which cannot close it with
+    ``async with``, holds no SQLite connection between calls (Python 3.13 reports one
+    left to the garbage collector), keeps no lease, and serves the next call: a second
+    run on it sends nothing more. One the caller opened stays open."""
+    from wanr2v.journal import SQLiteJournal
+
+    requests = {"a": req("https://cdn.example.com/j.png", 30)}
+    journal = SQLiteJournal(tmp_path / "j.db")
+    assert client.run_many(requests, journal=journal)[0].ok
+    assert not journal._is_connected() and not journal.closed
+    with raw_db(tmp_path / "j.db") as conn:
+        assert conn.execute("SELECT count(*) FROM owner").fetchone()[0] == 0  # no lease
+    again = client.run_many(requests, journal=journal)
+    assert again[0].ok and emu.stats().tasks_created == 1  # the same task, not a new one
+    assert not journal._is_connected()
+    assert [it.ok for it in client.resume(journal)] == [True]
+    assert not journal._is_connected()
+
+    async def opened() -> SQLiteJournal:
+        return await SQLiteJournal.open(tmp_path / "j.db")
+
+    import anyio
+
+    held = anyio.run(opened)
+    try:
+        assert held._is_connected()
+        client.run_many(requests, journal=held)
+        assert held._is_connected()  # the caller's to close
+    finally:
+        anyio.run(held.aclose)

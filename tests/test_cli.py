@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests._db import raw_db
 from wanr2v._batchfile import read_batch_file
 from wanr2v._cli._output import Output
 from wanr2v.testing import EmulatorConfig, FaultRule, Quotas, serve
@@ -441,7 +442,7 @@ def created_in(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+        with raw_db(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
             row = conn.execute("SELECT count(*) FROM submissions WHERE task_id IS NOT NULL")
             return int(row.fetchone()[0])
     except sqlite3.Error:

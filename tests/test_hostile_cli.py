@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests._db import raw_db
 from wanr2v import VideoRequest
 from wanr2v.journal import JournalError, SQLiteJournal, SubmissionRecord
 from wanr2v.testing import EmulatorConfig, FaultRule, Quotas, serve
@@ -114,7 +115,7 @@ def created_in(db: Path) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+        with raw_db(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
             row = conn.execute("SELECT count(*) FROM submissions WHERE task_id IS NOT NULL")
             return int(row.fetchone()[0])
     except sqlite3.Error:
@@ -172,11 +173,9 @@ def test_sigterm_during_run_cancels_pending_tasks_and_resume_leaves_no_part(
         assert statuses.count("CANCELED") == 3, statuses  # one RUNNING, three PENDING
 
         running = next(r.task_id for r in emu.task_records() if r.status != "CANCELED")
-        key = next(
-            k
-            for k, t in sqlite3.connect(db).execute("SELECT batch_key, task_id FROM submissions")
-            if t == running
-        )
+        with raw_db(db) as conn:
+            rows = conn.execute("SELECT batch_key, task_id FROM submissions").fetchall()
+        key = next(k for k, t in rows if t == running)
         videos = tmp_path / "videos"
         videos.mkdir(exist_ok=True)
         leftover = videos / f".{key}.mp4.0a1b2c3d4e5f.part"  # a kill -9 mid-download

@@ -5,7 +5,6 @@ journal stops the batch."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
@@ -13,6 +12,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
+from tests._db import raw_db
 from wanr2v import InvalidParameterError, RateLimitError, SubmitOutcomeUnknownError, VideoRequest
 from wanr2v.journal import (
     DuplicateRequestError,
@@ -426,5 +426,5 @@ def _remove(*paths: str | Path) -> None:
 
 
 def _steal(db: Path) -> None:
-    with sqlite3.connect(db, timeout=10) as raw:
+    with raw_db(db, timeout=10) as raw:
         raw.execute("UPDATE owner SET token = 'thief', pid = 1, host = 'elsewhere' WHERE id = 1")

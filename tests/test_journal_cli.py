@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests._db import raw_db
 from wanr2v._cli import main
 from wanr2v.testing import EmulatorConfig, serve
 from wanr2v.testing._emulator import Emulator
@@ -102,7 +103,7 @@ def batch_file(path: Path, n: int) -> Path:
 def created_in(db: Path) -> int:
     """How many submissions the journal knows a task id for (read-only, never blocks)."""
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+        with raw_db(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
             return int(
                 conn.execute(
                     "SELECT count(*) FROM submissions WHERE task_id IS NOT NULL"
@@ -114,7 +115,7 @@ def created_in(db: Path) -> int:
 
 def states_in(db: Path) -> dict[str, int]:
     """Records per state."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+    with raw_db(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
         return dict(conn.execute("SELECT state, count(*) FROM submissions GROUP BY state"))
 
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests._db import raw_db
 from wanr2v import VideoRequest
 from wanr2v.journal import (
     JournalBusyError,
@@ -211,7 +211,7 @@ async def test_an_owner_on_another_host_is_taken_over_only_after_its_ttl(tmp_pat
     await fill(db, 1)
 
     def plant(heartbeat_at: float) -> None:
-        with sqlite3.connect(db) as raw:
+        with raw_db(db) as raw:
             raw.execute(
                 "INSERT OR REPLACE INTO owner VALUES (1, 'other', 4242, 'far-away-host', ?, ?, 30)",
                 (heartbeat_at - 5, heartbeat_at),
@@ -277,7 +277,7 @@ async def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JournalError):
         await SQLiteJournal.open(text)
     other = tmp_path / "other.db"
-    with sqlite3.connect(other) as raw:
+    with raw_db(other) as raw:
         raw.execute("CREATE TABLE t (x)")
     with pytest.raises(JournalError, match="no journal tables"):
         await SQLiteJournal.open(other)
@@ -287,7 +287,7 @@ async def test_a_meta_less_journal_is_refused(tmp_path: Path) -> None:
     """A current journal that lost its identity row is refused, not taken as new."""
     db = tmp_path / "j.db"
     await fill(db, 2)
-    with sqlite3.connect(db) as raw:
+    with raw_db(db) as raw:
         raw.execute("DELETE FROM meta")
     with pytest.raises(JournalError, match="lost its metadata"):
         await SQLiteJournal.open(db)
@@ -318,7 +318,7 @@ async def test_a_version_1_journal_is_upgraded(tmp_path: Path) -> None:
     """A journal written by the previous schema gets the lease table and an identity."""
     db = tmp_path / "v1.db"
     await fill(db, 2)
-    with sqlite3.connect(db) as raw:
+    with raw_db(db) as raw:
         raw.execute("DROP TABLE owner")
         raw.execute("DELETE FROM meta")
         raw.execute("PRAGMA user_version = 1")
@@ -326,7 +326,7 @@ async def test_a_version_1_journal_is_upgraded(tmp_path: Path) -> None:
         assert len(await j.list()) == 2
         assert await j.get_meta("journal_id")
         await j.acquire()
-    with sqlite3.connect(db) as raw:
+    with raw_db(db) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 

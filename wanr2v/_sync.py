@@ -88,11 +88,22 @@ def _shutdown(
 async def _journal(
     journal: JournalStore | str | os.PathLike[str] | None,
 ) -> AsyncIterator[JournalStore | None]:
-    """A journal given by path is opened here and closed after the call."""
+    """A journal given by path is opened here and closed after the call; a
+    `SQLiteJournal` the call opened is disconnected after it (a blocking caller has no
+    ``async with`` to close it, and its connection would be left to the garbage
+    collector), and opens again on its next use."""
+    from .journal import SQLiteJournal
+
+    if isinstance(journal, SQLiteJournal) and not journal._is_connected():
+        try:
+            yield journal
+        finally:
+            with anyio.CancelScope(shield=True):
+                await journal._release()
+        return
     if journal is None or not isinstance(journal, (str, os.PathLike)):
         yield journal
         return
-    from .journal import SQLiteJournal
 
     store = await SQLiteJournal.open(journal)
     async with store:

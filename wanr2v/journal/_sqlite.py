@@ -775,7 +775,21 @@ class SQLiteJournal:
         if self._closed:
             return
         self._closed = True
+        await self._disconnect()
 
+    def _is_connected(self) -> bool:
+        """Whether the journal holds an open SQLite connection (opened by its first use)."""
+        return self._conn is not None
+
+    async def _release(self) -> None:
+        """Release the lease, checkpoint and close the connection as `aclose` does, but
+        leave the journal usable: its next use opens the file again. For callers that
+        cannot hold the journal in ``async with`` across calls: the blocking
+        `WanClient` does this after each call on a journal the call opened."""
+        if not self._closed:
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
         def close() -> None:
             with self._lock:
                 conn, self._conn = self._conn, None
