@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -92,18 +93,25 @@ async def _journal(
     `SQLiteJournal` the call opened is disconnected after it (a blocking caller has no
     ``async with`` to close it, and its connection would be left to the garbage
     collector), and opens again on its next use."""
-    from .journal import SQLiteJournal
-
-    if isinstance(journal, SQLiteJournal) and not journal._is_connected():
+    if journal is None:
+        yield None
+        return
+    if not isinstance(journal, (str, os.PathLike)):
+        # A SQLiteJournal object means its module is loaded: no import for other stores.
+        sqlite = sys.modules.get("wanr2v.journal._sqlite")
+        if sqlite is None or not isinstance(journal, sqlite.SQLiteJournal):
+            yield journal
+            return
+        if journal._is_connected():
+            yield journal  # the caller opened it: the caller's to close
+            return
         try:
             yield journal
         finally:
             with anyio.CancelScope(shield=True):
                 await journal._release()
         return
-    if journal is None or not isinstance(journal, (str, os.PathLike)):
-        yield journal
-        return
+    from .journal import SQLiteJournal
 
     store = await SQLiteJournal.open(journal)
     async with store:
