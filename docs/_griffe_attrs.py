@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import griffe
@@ -299,21 +300,28 @@ def _target(expr: object, table: dict[str, griffe.Attribute]) -> griffe.Attribut
         return None
 
 
-def inline_aliases(expr: Any, table: dict[str, griffe.Attribute], depth: int = 0) -> Any:
-    """``expr`` with each private alias replaced by its value (aliases of aliases too)."""
-    found = _target(expr, table)
-    if found is not None and isinstance(found.value, griffe.Expr) and depth < 8:
-        return inline_aliases(found.value, table, depth + 1)
+def _map_children(expr: Any, fn: Callable[[Any], Any]) -> Any:
+    """``expr`` with ``fn`` applied to each sub-expression it holds (in place)."""
     if isinstance(expr, griffe.Expr) and dataclasses.is_dataclass(expr):
         for field in dataclasses.fields(expr):
             if field.name == "parent":
                 continue
             item = getattr(expr, field.name)
             if isinstance(item, griffe.Expr):
-                setattr(expr, field.name, inline_aliases(item, table, depth))
+                setattr(expr, field.name, fn(item))
             elif isinstance(item, list):
-                setattr(expr, field.name, [inline_aliases(x, table, depth) for x in item])
+                setattr(
+                    expr, field.name, [fn(x) if isinstance(x, griffe.Expr) else x for x in item]
+                )
     return expr
+
+
+def inline_aliases(expr: Any, table: dict[str, griffe.Attribute], depth: int = 0) -> Any:
+    """``expr`` with each private alias replaced by its value (aliases of aliases too)."""
+    found = _target(expr, table)
+    if found is not None and isinstance(found.value, griffe.Expr) and depth < 8:
+        return inline_aliases(found.value, table, depth + 1)
+    return _map_children(expr, lambda item: inline_aliases(item, table, depth))
 
 
 def _constant(attribute: griffe.Attribute) -> str | None:
@@ -336,15 +344,7 @@ def _inline_constants(expr: Any, table: dict[str, griffe.Attribute]) -> Any:
     found = _target(expr, table)
     if found is not None:
         return _constant(found) or expr
-    for field in dataclasses.fields(expr):
-        if field.name == "parent":
-            continue
-        item = getattr(expr, field.name)
-        if isinstance(item, griffe.Expr):
-            setattr(expr, field.name, _inline_constants(item, table))
-        elif isinstance(item, list):
-            setattr(expr, field.name, [_inline_constants(x, table) for x in item])
-    return expr
+    return _map_children(expr, lambda item: _inline_constants(item, table))
 
 
 def _default(default: Any, table: dict[str, griffe.Attribute]) -> Any:
