@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import wanr2v
@@ -234,8 +235,6 @@ def test_a_journal_object_is_disconnected_after_each_blocking_call(
 
     async def opened() -> SQLiteJournal:
         return await SQLiteJournal.open(tmp_path / "j.db")
-
-    import anyio
 
     held = anyio.run(opened)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -158,14 +160,10 @@ class _RecordingFinder:
     emulator's server threads are not the client's business."""
 
     def __init__(self) -> None:
-        import threading
-
         self.thread = threading.get_ident()
         self.asked: list[str] = []
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        import threading
-
         if threading.get_ident() == self.thread:
             self.asked.append(name)
 
@@ -178,8 +176,6 @@ async def test_requests_import_nothing(wan_client: AsyncWanClient) -> None:
     asks which async library runs, and anyio 4.16 no longer installs sniffio, so
     wanr2v depends on it (without it: ~0.2 ms of CPU per request, a third of the
     default transport's cost at 2,000 tasks in flight)."""
-    import sys
-
     spec: dict[str, Any] = {
         "model": "wan2.6-r2v-flash",
         "prompt": "character1 waves",

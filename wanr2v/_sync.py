@@ -93,23 +93,22 @@ async def _journal(
     `SQLiteJournal` the call opened is disconnected after it (a blocking caller has no
     ``async with`` to close it, and its connection would be left to the garbage
     collector), and opens again on its next use."""
-    if journal is None:
-        yield None
-        return
-    if not isinstance(journal, (str, os.PathLike)):
+    if journal is None or not isinstance(journal, (str, os.PathLike)):
         # A SQLiteJournal object means its module is loaded: no import for other stores.
         sqlite = sys.modules.get("wanr2v.journal._sqlite")
-        if sqlite is None or not isinstance(journal, sqlite.SQLiteJournal):
-            yield journal
-            return
-        if journal._is_connected():
-            yield journal  # the caller opened it: the caller's to close
-            return
+        opened_here = (
+            journal
+            if sqlite is not None
+            and isinstance(journal, sqlite.SQLiteJournal)
+            and not journal._is_connected()  # one the caller opened is the caller's
+            else None
+        )
         try:
             yield journal
         finally:
-            with anyio.CancelScope(shield=True):
-                await journal._release()
+            if opened_here is not None:
+                with anyio.CancelScope(shield=True):
+                    await opened_here._release()
         return
     from .journal import SQLiteJournal
 
